@@ -1,0 +1,109 @@
+"""The layer's ``CONFIG``, validated once into a frozen :class:`LayerConfig`."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from channels_redis.utils import decode_hosts
+
+from .exceptions import ConfigurationError
+
+DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    """Validated layer options; see docs/configuration.md for each one."""
+
+    hosts: tuple[dict[str, Any], ...]
+    prefix: str = "asgi"
+    expiry: float = 60
+    group_expiry: float = 86400
+    capacity: int = 100
+    channel_capacity: tuple[tuple[re.Pattern[str], int], ...] = ()
+    symmetric_encryption_keys: tuple[str | bytes, ...] | None = None
+    serializer_format: str = "msgpack"
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    subscribe_timeout: float = 10.0
+    reconnect_backoff: tuple[float, float] = field(default=(0.05, 2.0))
+
+    def capacity_for(self, channel: str) -> int:
+        """The capacity of ``channel``: the first matching pattern's, else the default."""
+        for pattern, capacity in self.channel_capacity:
+            if pattern.match(channel):
+                return capacity
+        return self.capacity
+
+
+def _positive(name: str, value: Any, *, integer: bool = False) -> Any:
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or value <= 0:
+        kind = "a positive integer" if integer else "a positive number"
+        raise ConfigurationError(f"CONFIG[{name!r}] must be {kind}, got {value!r}")
+    return value
+
+
+def _compile_capacities(
+    channel_capacity: Mapping[Any, int] | None,
+) -> tuple[tuple[re.Pattern[str], int], ...]:
+    if not channel_capacity:
+        return ()
+    if not isinstance(channel_capacity, Mapping):
+        raise ConfigurationError("CONFIG['channel_capacity'] must be a dict of pattern: capacity")
+    compiled = []
+    for pattern, capacity in channel_capacity.items():
+        _positive("channel_capacity", capacity, integer=True)
+        regex = pattern if hasattr(pattern, "match") else re.compile(fnmatch.translate(pattern))
+        compiled.append((regex, capacity))
+    return tuple(compiled)
+
+
+def _decode_hosts(hosts: Sequence[Any] | None) -> tuple[dict[str, Any], ...]:
+    try:
+        decoded = decode_hosts(hosts)
+    except ValueError as exc:
+        raise ConfigurationError(f"CONFIG['hosts']: {exc}") from None
+    for host in decoded:
+        if "master_name" in host and "sentinels" not in host:
+            raise ConfigurationError("CONFIG['hosts']: a host with 'master_name' needs 'sentinels'")
+    return tuple(decoded)
+
+
+def build_config(
+    *,
+    hosts: Sequence[Any] | None,
+    prefix: str,
+    expiry: float,
+    group_expiry: float,
+    capacity: int,
+    channel_capacity: Mapping[Any, int] | None,
+    symmetric_encryption_keys: Sequence[str | bytes] | None,
+    serializer_format: str,
+    max_message_size: int,
+    subscribe_timeout: float,
+) -> LayerConfig:
+    """Validate the layer's keyword arguments; raise :class:`ConfigurationError` naming the key."""
+    if not isinstance(prefix, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]*", prefix):
+        raise ConfigurationError(
+            f"CONFIG['prefix'] must be a string of letters, digits, '_', '.', '-', got {prefix!r}"
+        )
+    if isinstance(symmetric_encryption_keys, (str, bytes)):
+        raise ConfigurationError("CONFIG['symmetric_encryption_keys'] must be a list of keys")
+    return LayerConfig(
+        hosts=_decode_hosts(hosts),
+        prefix=prefix,
+        expiry=_positive("expiry", expiry),
+        group_expiry=_positive("group_expiry", group_expiry),
+        capacity=_positive("capacity", capacity, integer=True),
+        channel_capacity=_compile_capacities(channel_capacity),
+        symmetric_encryption_keys=(
+            tuple(symmetric_encryption_keys) if symmetric_encryption_keys else None
+        ),
+        serializer_format=serializer_format,
+        max_message_size=_positive("max_message_size", max_message_size, integer=True),
+        subscribe_timeout=_positive("subscribe_timeout", subscribe_timeout),
+    )

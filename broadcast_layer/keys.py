@@ -1,0 +1,59 @@
+"""Every Redis key and pub/sub channel name the layer uses is built here, nowhere else.
+
+Keys that belong to one group or one channel carry that name in a ``{hash tag}``
+so a later move to Redis Cluster keeps them in one slot. See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import binascii
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Names under one ``prefix``."""
+
+    prefix: str
+
+    def group_channel(self, group: str) -> str:
+        """Pub/sub channel a group's messages are published on."""
+        return f"{self.prefix}:group:{group}"
+
+    def node_channel(self, node_id: str) -> str:
+        """Pub/sub channel carrying messages for one node's process-specific channels."""
+        return f"{self.prefix}:node:{node_id}"
+
+    def queue(self, channel: str) -> str:
+        """List holding a normal (non ``!``) channel's messages."""
+        return f"{self.prefix}:queue:{{{channel}}}"
+
+    def inflight(self, channel: str) -> str:
+        """Counter of messages sent to a process-specific channel and not yet received."""
+        return f"{self.prefix}:inflight:{{{channel}}}"
+
+    def patterns(self) -> tuple[str, ...]:
+        """Globs matching every key the layer stores (for ``flush``)."""
+        return (f"{self.prefix}:queue:*", f"{self.prefix}:inflight:*")
+
+
+def shard_index(name: str, ring_size: int) -> int:
+    """Consistent hash of a group or channel name onto one of ``ring_size`` hosts.
+
+    Same mapping as channels_redis (CRC32 onto a 4096-slot ring), so both layers
+    place a name on the same host.
+    """
+    if ring_size == 1:
+        return 0
+    return int((binascii.crc32(name.encode()) & 0xFFF) / (4096 / ring_size))
+
+
+def node_of(channel: str) -> str | None:
+    """The id of the node owning a process-specific channel, None for a normal channel.
+
+    Names look like ``<prefix>.<node id>!<local part>`` (see ``Node.new_channel``).
+    """
+    bang = channel.find("!")
+    if bang < 0:
+        return None
+    return channel[:bang].rpartition(".")[2]

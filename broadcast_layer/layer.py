@@ -1,0 +1,204 @@
+"""The Channels channel layer: validates input, then hands work to the current loop's node.
+
+``BroadcastChannelLayer`` faces Channels; :class:`~broadcast_layer.node.Node` faces Redis.
+One layer instance serves every event loop in the process (Daphne's, the fresh ones
+``async_to_sync`` makes); each loop gets its own node, closed with its loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import weakref
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+from channels.layers import BaseChannelLayer
+from channels_redis.serializers import SerializerDoesNotExist
+from channels_redis.serializers import registry as serializers
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .conf import DEFAULT_MAX_MESSAGE_SIZE, LayerConfig, build_config
+from .exceptions import ConfigurationError, RedisUnavailable
+from .node import Node, NodeStats
+
+__all__ = ["BroadcastChannelLayer"]
+
+_PREFIX_RE = re.compile(r"^[a-zA-Z\d\-_.]+$")
+
+
+@contextlib.asynccontextmanager
+async def _redis_errors() -> AsyncIterator[None]:
+    """The one place redis-py's connection errors become :class:`RedisUnavailable`."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        raise RedisUnavailable(f"Redis is unreachable: {exc}") from exc
+
+
+def _check_message(message: Any) -> None:
+    if not isinstance(message, dict):
+        raise TypeError(f"Messages must be dicts, got {type(message).__name__}")
+
+
+class BroadcastChannelLayer(BaseChannelLayer):  # type: ignore[misc]
+    """A Redis channel layer with ref-counted group subscriptions.
+
+    ``CONFIG`` takes channels_redis's keys with the same meaning, plus the ones
+    documented in docs/configuration.md; an unknown key is a ``TypeError`` that
+    names it.
+    """
+
+    extensions = ["groups", "flush"]
+
+    def __init__(
+        self,
+        hosts: Sequence[Any] | None = None,
+        prefix: str = "asgi",
+        expiry: float = 60,
+        group_expiry: float = 86400,
+        capacity: int = 100,
+        channel_capacity: Mapping[Any, int] | None = None,
+        symmetric_encryption_keys: Sequence[str | bytes] | None = None,
+        serializer_format: str = "msgpack",
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        subscribe_timeout: float = 10.0,
+    ) -> None:
+        self.config: LayerConfig = build_config(
+            hosts=hosts,
+            prefix=prefix,
+            expiry=expiry,
+            group_expiry=group_expiry,
+            capacity=capacity,
+            channel_capacity=channel_capacity,
+            symmetric_encryption_keys=symmetric_encryption_keys,
+            serializer_format=serializer_format,
+            max_message_size=max_message_size,
+            subscribe_timeout=subscribe_timeout,
+        )
+        super().__init__(expiry=expiry, capacity=capacity)
+        self.channel_capacity = list(self.config.channel_capacity)  # what get_capacity() reads
+        self.group_expiry = group_expiry
+        self.prefix = prefix
+        try:
+            self.serializer = serializers.get_serializer(
+                serializer_format,
+                symmetric_encryption_keys=self.config.symmetric_encryption_keys,
+                expiry=expiry,
+            )
+        except SerializerDoesNotExist:
+            raise ConfigurationError(
+                f"CONFIG['serializer_format']: unknown format {serializer_format!r}"
+            ) from None
+        self._nodes: dict[asyncio.AbstractEventLoop, Node] = {}
+        self._wrapped_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+    # -- per-loop nodes ----------------------------------------------------------------
+
+    def _node(self) -> Node:
+        loop = asyncio.get_running_loop()
+        node = self._nodes.get(loop)
+        if node is None:
+            node = self._nodes[loop] = Node(self.config, self.serializer)
+            if loop not in self._wrapped_loops:
+                self._wrapped_loops.add(loop)
+                self._close_with(loop)
+        return node
+
+    def _close_with(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close the loop's node just before the loop closes, so nothing leaks."""
+        original_close = loop.close
+
+        def close() -> None:
+            node = self._nodes.pop(loop, None)
+            if node is not None and not loop.is_closed() and not loop.is_running():
+                loop.run_until_complete(node.close())
+            loop.close = original_close  # type: ignore[method-assign]
+            original_close()
+
+        loop.close = close  # type: ignore[method-assign]
+
+    @property
+    def node_id(self) -> str:
+        """The id of the current event loop's node (part of its channel names)."""
+        return self._node().id
+
+    def stats(self) -> NodeStats:
+        """A snapshot of the current loop's node: channels, groups, drops, reconnects."""
+        return self._node().stats()
+
+    # -- Channels API ------------------------------------------------------------------
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        """Send a message to a channel.
+
+        Raises ``TypeError`` for an invalid name or message, ``ChannelFull`` when the
+        channel is at capacity, ``MessageTooLarge``, and ``RedisUnavailable``.
+        """
+        _check_message(message)
+        self.require_valid_channel_name(channel)
+        async with _redis_errors():
+            await self._node().send(channel, message)
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        """Wait for and return the next message on a channel.
+
+        A process-specific channel can only be received on the loop that created it.
+        """
+        self.require_valid_channel_name(channel)
+        async with _redis_errors():
+            return await self._node().receive(channel)
+
+    async def new_channel(self, prefix: str = "specific") -> str:
+        """Create a process-specific channel owned by this loop's node and return its name."""
+        if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
+            raise TypeError(f"Invalid channel prefix {prefix!r}")
+        async with _redis_errors():
+            return await self._node().new_channel(prefix)
+
+    async def group_add(self, group: str, channel: str) -> None:
+        """Add a channel to a group.
+
+        For a channel of this loop's node it returns once Redis has confirmed the
+        node's subscription, so any ``group_send`` issued afterwards reaches it.
+        """
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        async with _redis_errors():
+            await self._node().group_add(group, channel)
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        """Remove a channel from a group (a no-op when it is not a member)."""
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        async with _redis_errors():
+            await self._node().group_discard(group, channel)
+
+    async def group_send(self, group: str, message: dict[str, Any]) -> int:
+        """Publish a message to a group in one Redis command; never raises ``ChannelFull``.
+
+        Returns the number of nodes that received the publish.
+        """
+        _check_message(message)
+        self.require_valid_group_name(group)
+        async with _redis_errors():
+            return await self._node().group_send(group, message)
+
+    async def flush(self) -> None:
+        """Delete this layer's keys in Redis and reset this loop's node (for tests)."""
+        node = self._nodes.pop(asyncio.get_running_loop(), None)
+        if node is None:
+            node = Node(self.config, self.serializer)
+        try:
+            async with _redis_errors():
+                await node.flush_keys()
+        finally:
+            await node.close()
+
+    async def close(self) -> None:
+        """Close this loop's node: cancel its tasks and close its connections (idempotent)."""
+        node = self._nodes.pop(asyncio.get_running_loop(), None)
+        if node is not None:
+            await node.close()
