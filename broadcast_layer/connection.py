@@ -31,9 +31,42 @@ CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 MessageHandler = Callable[[bytes, bytes], None]
 
 
+def raise_if_cancelled() -> None:
+    """Re-raise a cancellation that redis-py turned into an error or swallowed.
+
+    Some redis-py versions convert a CancelledError that lands mid-command into a
+    ConnectionError (or drop it); a retry loop must not outlive its cancellation.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def blocking_timeout(client: aioredis.Redis, longest: float = 5.0) -> float:
+    """Seconds a blocking command may wait in Redis without tripping ``socket_timeout``."""
+    socket_timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+    if not socket_timeout:
+        return longest
+    return max(0.05, min(longest, socket_timeout / 2))
+
+
 def make_client(host: dict[str, Any]) -> aioredis.Redis:
     """A redis-py asyncio client for one ``hosts`` entry (URL, dict or Sentinel)."""
     return aioredis.Redis(connection_pool=create_pool(host))
+
+
+async def close_pool(pool: Any) -> None:
+    """Disconnect a pool, and for Sentinel its connections to the sentinels too."""
+    await pool.disconnect()
+    manager = getattr(pool, "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", ()):
+        await sentinel.aclose()
+
+
+async def close_client(client: aioredis.Redis) -> None:
+    """Close a client made by :func:`make_client` and everything its pool opened."""
+    await client.aclose(close_connection_pool=False)
+    await close_pool(client.connection_pool)
 
 
 class State(enum.Enum):
@@ -141,12 +174,13 @@ class Subscriber:
 
     async def _run(self) -> None:
         delay = self._backoff[0]
-        while True:
+        while self.state is not State.CLOSED:  # not only cancellation: see Node._release_loop
             try:
                 await self._connect()
                 delay = self._backoff[0]
                 await self._read_forever()
             except Exception as exc:  # any failure: reconnect rather than lose every group
+                raise_if_cancelled()
                 self.state = State.CONNECTING
                 self.reconnects += 1
                 log = logger.warning if isinstance(exc, CONNECTION_ERRORS) else logger.exception
@@ -174,7 +208,7 @@ class Subscriber:
     async def _read_forever(self) -> None:
         read = self._conn.read_response
         on_message = self._on_message
-        while True:
+        while self.state is not State.CLOSED:
             reply = await read(timeout=math.inf, disable_decoding=True, push_request=True)
             kind = reply[0]
             if kind == b"message":
@@ -211,7 +245,7 @@ class Subscriber:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._disconnect()
-        await self._pool.disconnect()
+        await close_pool(self._pool)
         for waiters in self._waiters.values():
             for waiter in waiters:
                 waiter.cancel()

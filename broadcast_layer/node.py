@@ -24,7 +24,14 @@ from redis.commands.core import AsyncScript
 
 from . import scripts
 from .conf import LayerConfig
-from .connection import CONNECTION_ERRORS, Subscriber, make_client
+from .connection import (
+    CONNECTION_ERRORS,
+    Subscriber,
+    blocking_timeout,
+    close_client,
+    make_client,
+    raise_if_cancelled,
+)
 from .exceptions import ChannelFull, MessageTooLarge, RedisUnavailable
 from .keys import Keys, node_of, shard_index
 from .mailbox import Letter, Mailbox, expired
@@ -32,8 +39,6 @@ from .subscriptions import Subscriptions
 
 logger = logging.getLogger(__name__)
 
-#: How long one BLPOP on a normal channel blocks in Redis before it is reissued.
-BLOCK_SECONDS = 5
 _SCALARS = frozenset({str, bytes, int, float, bool, type(None)})
 _CONTROL = b"!"  # node-channel payloads starting with this are control operations
 
@@ -62,7 +67,7 @@ class Host:
 
     async def close(self) -> None:
         await self.subscriber.close()
-        await self.client.aclose(close_connection_pool=True)
+        await close_client(self.client)
 
 
 def _copier(message: dict[str, Any]) -> Callable[[], dict[str, Any]]:
@@ -215,11 +220,13 @@ class Node:
 
     async def _receive_queue(self, channel: str) -> dict[str, Any]:
         host, key = self.host_for(channel), self.keys.queue(channel)
+        block = blocking_timeout(host.client)
         delay = self.config.reconnect_backoff[0]
         while True:
             try:
-                reply = await host.client.blpop([key], timeout=BLOCK_SECONDS)
+                reply = await host.client.blpop([key], timeout=block)
             except CONNECTION_ERRORS as exc:
+                raise_if_cancelled()
                 # A blocked reader waits out an outage instead of failing its consumer.
                 logger.warning("BLPOP %s failed (%s); retrying in %.2fs", key, exc, delay)
                 await asyncio.sleep(delay)
@@ -361,7 +368,9 @@ class Node:
 
     async def _release_loop(self) -> None:
         """Give back in-flight slots of received messages, batched into one pipeline per host."""
-        while True:
+        # Checks `closed` as well as relying on cancellation: redis-py's pipeline can
+        # swallow a CancelledError that lands inside execute().
+        while not self.closed:
             await self._release_wanted.wait()
             self._release_wanted.clear()
             batch, self._to_release = self._to_release, Counter()
@@ -378,6 +387,7 @@ class Node:
                 try:
                     await pipe.execute()
                 except CONNECTION_ERRORS as exc:  # the counters expire by themselves
+                    raise_if_cancelled()
                     logger.warning("Could not release in-flight counters: %s", exc)
 
     async def _expire_loop(self) -> None:
@@ -402,6 +412,7 @@ class Node:
         if self.closed:
             return
         self.closed = True
+        self._release_wanted.set()
         for handle in self._abandon.values():
             handle.cancel()
         self._abandon.clear()

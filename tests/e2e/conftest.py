@@ -1,0 +1,163 @@
+"""Fixtures that run the demo project (``demo_chat``) in real Daphne processes, one per node."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STARTUP_TIMEOUT = 30.0
+SHUTDOWN_TIMEOUT = 10.0
+
+
+@dataclass
+class DaphneNode:
+    """One Daphne process serving ``demo_chat.asgi:application`` on a loopback port."""
+
+    name: str
+    port: int
+    process: subprocess.Popen[bytes] = field(repr=False)
+    log_path: Path = field(repr=False)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def origin(self) -> str:
+        """An Origin header the demo's AllowedHostsOriginValidator accepts."""
+        return self.base_url
+
+    def ws_url(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+DaphneFactory = Callable[..., list[DaphneNode]]
+
+# The nodes a test started, so a failed test's report can show what they logged.
+_NODES = pytest.StashKey[list[DaphneNode]]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed:
+        for node in item.stash.get(_NODES, []):
+            report.sections.append((f"daphne {node.name} output", node.output()))
+    return report
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _accepts_connections(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _wait_until_listening(nodes: list[DaphneNode]) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    waiting = list(nodes)
+    while waiting:
+        for node in list(waiting):
+            if node.process.poll() is not None:
+                pytest.fail(
+                    f"daphne {node.name} exited at start with {node.process.returncode}:\n"
+                    f"{node.output()}"
+                )
+            if _accepts_connections(node.port):
+                waiting.remove(node)
+        if waiting and time.monotonic() > deadline:
+            names = ", ".join(node.name for node in waiting)
+            pytest.fail(f"daphne {names} not listening after {STARTUP_TIMEOUT}s")
+        if waiting:
+            time.sleep(0.05)  # start-up only, never on a hot path
+
+
+def _stop(node: DaphneNode) -> None:
+    if node.process.poll() is None:
+        node.process.terminate()
+    try:
+        node.process.wait(timeout=SHUTDOWN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        node.process.kill()
+        node.process.wait()
+
+
+@pytest.fixture
+def daphne(
+    request: pytest.FixtureRequest, redis_url: str, tmp_path: Path
+) -> Iterator[DaphneFactory]:
+    """Start Daphne processes named by the arguments; all are stopped at teardown.
+
+    Each process's output goes to a file (a pipe nobody reads would eventually block
+    it), which a failed test's report shows.
+    """
+    started: list[DaphneNode] = []
+    request.node.stash[_NODES] = started
+
+    def start(*names: str) -> list[DaphneNode]:
+        nodes: list[DaphneNode] = []
+        for name in names:
+            port = _free_port()
+            env = {
+                **os.environ,
+                "DJANGO_SETTINGS_MODULE": "demo_chat.settings",
+                "DJANGO_SECRET_KEY": "e2e-tests-only-not-secret",
+                "REDIS_URL": redis_url,
+                "NODE_NAME": name,
+            }
+            command = [
+                sys.executable, "-m", "daphne",
+                "-b", "127.0.0.1", "-p", str(port),
+                "demo_chat.asgi:application",
+            ]  # fmt: skip
+            log_path = tmp_path / f"daphne-{name}.log"
+            with log_path.open("wb") as log:
+                process = subprocess.Popen(
+                    command,
+                    cwd=REPO_ROOT,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            nodes.append(DaphneNode(name, port, process, log_path))
+            started.append(nodes[-1])
+        _wait_until_listening(nodes)
+        return nodes
+
+    try:
+        yield start
+    finally:
+        for node in started:
+            if node.process.poll() is None:
+                node.process.terminate()  # all at once, so they shut down in parallel
+        for node in started:
+            _stop(node)
+
+
+@pytest.fixture
+def two_nodes(daphne: DaphneFactory) -> list[DaphneNode]:
+    """Two demo servers, node-a and node-b, sharing the test Redis."""
+    return daphne("node-a", "node-b")

@@ -1,0 +1,161 @@
+"""CONFIG: channels_redis's keys with the same meaning, clear errors for bad ones."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+import redis
+
+from broadcast_layer import ConfigurationError
+from broadcast_layer.embedded import EmbeddedRedis, _free_port, find_redis_server
+from broadcast_layer.layer import BroadcastChannelLayer
+
+from .conftest import within
+
+CHANNELS_REDIS_CONFIG = {
+    "hosts": [("127.0.0.1", 6379)],
+    "prefix": "myapp",
+    "expiry": 30,
+    "group_expiry": 3600,
+    "capacity": 500,
+    "channel_capacity": {"http.request": 200, "websocket.send*": 20},
+    "symmetric_encryption_keys": ["secret"],
+    "serializer_format": "json",
+}
+
+
+def test_every_channels_redis_key_is_accepted():
+    layer = BroadcastChannelLayer(**CHANNELS_REDIS_CONFIG)
+    assert layer.config.prefix == "myapp"
+    assert layer.config.hosts == ({"host": "127.0.0.1", "port": 6379},)
+    assert layer.get_capacity("websocket.send!abc") == 20
+    assert layer.get_capacity("http.request") == 200
+    assert layer.get_capacity("other") == 500
+
+
+def test_an_unknown_key_fails_at_construction_and_names_it():
+    with pytest.raises(TypeError, match="hots"):
+        BroadcastChannelLayer(hots=["redis://localhost"])
+
+
+@pytest.mark.parametrize(
+    ("config", "names"),
+    [
+        ({"hosts": "redis://localhost:6379"}, "hosts"),
+        ({"expiry": 0}, "expiry"),
+        ({"group_expiry": -1}, "group_expiry"),
+        ({"capacity": 1.5}, "capacity"),
+        ({"channel_capacity": {"x": 0}}, "channel_capacity"),
+        ({"prefix": "has space"}, "prefix"),
+        ({"symmetric_encryption_keys": "one-key"}, "symmetric_encryption_keys"),
+        ({"serializer_format": "yaml"}, "serializer_format"),
+        ({"max_message_size": 0}, "max_message_size"),
+        ({"hosts": [{"master_name": "mymaster"}]}, "sentinels"),
+    ],
+)
+def test_bad_values_raise_configuration_error_naming_the_key(config, names):
+    with pytest.raises(ConfigurationError, match=names):
+        BroadcastChannelLayer(**config)
+
+
+async def test_host_dicts_and_urls_both_work(redis_server, prefix):
+    by_url = BroadcastChannelLayer(hosts=[redis_server.url], prefix=prefix)
+    by_dict = BroadcastChannelLayer(
+        hosts=[{"host": "127.0.0.1", "port": redis_server.port}], prefix=prefix
+    )
+    try:
+        channel = await by_dict.new_channel()
+        await by_dict.group_add("g", channel)
+        await by_url.group_send("g", {"type": "m"})
+        assert await within(by_dict.receive(channel)) == {"type": "m"}
+    finally:
+        await by_url.close()
+        await by_dict.close()
+
+
+async def test_unix_socket_urls_work(prefix):
+    with EmbeddedRedis(unix_socket=True) as server:
+        layer = BroadcastChannelLayer(hosts=[server.url], prefix=prefix)
+        try:
+            channel = await layer.new_channel()
+            await layer.group_add("g", channel)
+            await layer.group_send("g", {"type": "m"})
+            assert await within(layer.receive(channel)) == {"type": "m"}
+        finally:
+            await layer.close()
+
+
+async def test_several_hosts_shard_groups_and_channels_across_servers(prefix):
+    with EmbeddedRedis() as first, EmbeddedRedis() as second:
+        hosts = [first.url, second.url]
+        a = BroadcastChannelLayer(hosts=hosts, prefix=prefix)
+        b = BroadcastChannelLayer(hosts=hosts, prefix=prefix)
+        try:
+            channel = await a.new_channel()
+            groups = [f"shard-{i}" for i in range(12)]
+            for group in groups:
+                await a.group_add(group, channel)
+            for group in groups:
+                await b.group_send(group, {"type": "m", "group": group})
+            got = {(await within(a.receive(channel)))["group"] for _ in groups}
+            assert got == set(groups)
+            for n in range(8):
+                await b.send(f"queue-{n}", {"type": "m", "n": n})
+            for n in range(8):
+                assert (await within(a.receive(f"queue-{n}")))["n"] == n
+            per_server = []  # both servers carry some of the groups
+            for server in (first, second):
+                client = redis.Redis.from_url(server.url)
+                per_server.append(len(client.pubsub_channels(f"{prefix}:group:*")))
+                client.close()
+            assert sum(per_server) == len(groups)
+            assert all(count > 0 for count in per_server)
+        finally:
+            await a.close()
+            await b.close()
+
+
+@pytest.fixture
+def sentinel_port(redis_server, tmp_path):
+    """A real redis-sentinel watching the session's server as master "mymaster"."""
+    port = _free_port()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+        f"sentinel monitor mymaster 127.0.0.1 {redis_server.port} 1\n"
+    )
+    process = subprocess.Popen(
+        [find_redis_server(), str(conf), "--sentinel"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 10
+    while True:  # start-up of the sentinel process
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    client.close()
+    yield port
+    process.terminate()
+    process.wait(10)
+
+
+async def test_sentinel_hosts_find_the_master(sentinel_port, prefix):
+    host = {"sentinels": [("127.0.0.1", sentinel_port)], "master_name": "mymaster"}
+    a = BroadcastChannelLayer(hosts=[host], prefix=prefix)
+    b = BroadcastChannelLayer(hosts=[host], prefix=prefix)
+    try:
+        channel = await a.new_channel()
+        await a.group_add("via-sentinel", channel)
+        await b.group_send("via-sentinel", {"type": "m"})
+        assert await within(a.receive(channel)) == {"type": "m"}
+    finally:
+        await a.close()
+        await b.close()
