@@ -186,6 +186,11 @@ class BroadcastChannelLayer(BaseChannelLayer):  # type: ignore[misc]
         async with _redis_errors():
             return await self._node().group_send(group, message)
 
+    async def ping(self) -> None:
+        """Check every configured Redis host answers; raise ``RedisUnavailable`` if not."""
+        async with _redis_errors():
+            await self._node().ping()
+
     async def flush(self) -> None:
         """Delete this layer's keys in Redis and reset this loop's node (for tests)."""
         node = self._nodes.pop(asyncio.get_running_loop(), None)

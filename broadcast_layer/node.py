@@ -399,6 +399,11 @@ class Node:
             if emptied:
                 await self._unsubscribe(emptied)
 
+    async def ping(self) -> None:
+        """PING every host (raises redis-py's ConnectionError when one is down)."""
+        for host in self._hosts:
+            await host.client.ping()
+
     async def flush_keys(self) -> None:
         """Delete every key of this prefix on every host (SCAN, never KEYS)."""
         for host in self._hosts:

@@ -1,0 +1,87 @@
+"""Django system checks for CHANNEL_LAYERS entries that use this layer.
+
+IDs are stable and documented in docs/configuration.md. Only the ``deploy`` check
+touches the network (``manage.py check --deploy``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+
+BACKEND = "broadcast_layer.layer.BroadcastChannelLayer"
+
+
+def _our_layers() -> Iterator[tuple[str, dict[str, Any]]]:
+    for alias, entry in getattr(settings, "CHANNEL_LAYERS", {}).items():
+        if isinstance(entry, dict) and entry.get("BACKEND") == BACKEND:
+            yield alias, entry.get("CONFIG", {})
+
+
+def _build(config: dict[str, Any]) -> Any:
+    from .layer import BroadcastChannelLayer
+
+    return BroadcastChannelLayer(**config)
+
+
+@register(Tags.compatibility)
+def check_config(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """E001: CONFIG is invalid. W001: no hosts given, so localhost:6379 is assumed."""
+    messages: list[CheckMessage] = []
+    for alias, config in _our_layers():
+        if not isinstance(config, dict):
+            messages.append(
+                Error(
+                    f"CHANNEL_LAYERS[{alias!r}]['CONFIG'] must be a dict.",
+                    hint="See docs/configuration.md.",
+                    id="broadcast_layer.E001",
+                )
+            )
+            continue
+        try:
+            _build(config)
+        except (TypeError, ValueError) as exc:
+            messages.append(
+                Error(
+                    f"CHANNEL_LAYERS[{alias!r}]['CONFIG'] is invalid: {exc}",
+                    hint="Fix or remove the key; every key is listed in docs/configuration.md.",
+                    id="broadcast_layer.E001",
+                )
+            )
+            continue
+        if not config.get("hosts"):
+            messages.append(
+                Warning(
+                    f"CHANNEL_LAYERS[{alias!r}] has no 'hosts'; redis://localhost:6379 is used.",
+                    hint='Set CONFIG["hosts"], e.g. ["redis://127.0.0.1:6379/0"].',
+                    id="broadcast_layer.W001",
+                )
+            )
+    return messages
+
+
+@register(Tags.compatibility, deploy=True)
+def check_redis_reachable(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """E002 (deploy only): a configured Redis host does not answer PING."""
+    from asgiref.sync import async_to_sync
+
+    messages: list[CheckMessage] = []
+    for alias, config in _our_layers():
+        try:
+            layer = _build(config)
+        except (TypeError, ValueError):
+            continue  # reported by E001
+        try:
+            async_to_sync(layer.ping)()
+        except ConnectionError as exc:
+            messages.append(
+                Error(
+                    f"CHANNEL_LAYERS[{alias!r}]: Redis is unreachable ({exc}).",
+                    hint="Start Redis or correct CONFIG['hosts'].",
+                    id="broadcast_layer.E002",
+                )
+            )
+    return messages

@@ -1,0 +1,50 @@
+"""System checks: invalid CONFIG, missing hosts, unreachable Redis (deploy only)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from django.core.checks import run_checks
+
+from broadcast_layer import checks
+
+BACKEND = "broadcast_layer.layer.BroadcastChannelLayer"
+
+
+def _ids(settings, config, *, deploy=False):
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": BACKEND, "CONFIG": config}}
+    return [message.id for message in run_checks(include_deployment_checks=deploy)
+            if message.id.startswith("broadcast_layer.")]  # fmt: skip
+
+
+def test_a_valid_config_passes(settings, redis_url):
+    assert _ids(settings, {"hosts": [redis_url]}, deploy=True) == []
+
+
+def test_an_unknown_or_invalid_key_is_e001(settings, redis_url):
+    assert _ids(settings, {"hosts": [redis_url], "hots": 1}) == ["broadcast_layer.E001"]
+    assert _ids(settings, {"hosts": [redis_url], "expiry": -1}) == ["broadcast_layer.E001"]
+
+
+def test_missing_hosts_is_w001(settings):
+    assert _ids(settings, {}) == ["broadcast_layer.W001"]
+
+
+def test_an_unreachable_redis_is_e002_only_with_deploy(settings, redis_url):
+    dead = "redis://127.0.0.1:1/0"
+    assert _ids(settings, {"hosts": [dead]}) == []
+    assert _ids(settings, {"hosts": [dead]}, deploy=True) == ["broadcast_layer.E002"]
+
+
+def test_every_check_id_is_documented():
+    source = Path(checks.__file__).read_text()
+    ids = re.findall(r'id="(broadcast_layer\.[EW]\d{3})"', source)
+    docs = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
+    for check_id in set(ids):
+        assert check_id in docs, f"{check_id} is not documented"
+    assert sorted(set(ids)) == [
+        "broadcast_layer.E001",
+        "broadcast_layer.E002",
+        "broadcast_layer.W001",
+    ]
