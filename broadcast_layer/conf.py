@@ -29,6 +29,8 @@ class LayerConfig:
     serializer_format: str = "msgpack"
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     subscribe_timeout: float = 10.0
+    heartbeat_interval: float = 5.0
+    node_ttl: float = 15.0
     reconnect_backoff: tuple[float, float] = field(default=(0.05, 2.0))
 
     def capacity_for(self, channel: str) -> int:
@@ -85,11 +87,17 @@ def build_config(
     serializer_format: str,
     max_message_size: int,
     subscribe_timeout: float,
+    heartbeat_interval: float,
+    node_ttl: float,
 ) -> LayerConfig:
     """Validate the layer's keyword arguments; raise :class:`ConfigurationError` naming the key."""
     if not isinstance(prefix, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]*", prefix):
         raise ConfigurationError(
             f"CONFIG['prefix'] must be a string of letters, digits, '_', '.', '-', got {prefix!r}"
+        )
+    if _positive("node_ttl", node_ttl) <= _positive("heartbeat_interval", heartbeat_interval):
+        raise ConfigurationError(
+            f"CONFIG['node_ttl'] ({node_ttl}) must exceed heartbeat_interval ({heartbeat_interval})"
         )
     if isinstance(symmetric_encryption_keys, (str, bytes)):
         raise ConfigurationError("CONFIG['symmetric_encryption_keys'] must be a list of keys")
@@ -106,4 +114,6 @@ def build_config(
         serializer_format=serializer_format,
         max_message_size=_positive("max_message_size", max_message_size, integer=True),
         subscribe_timeout=_positive("subscribe_timeout", subscribe_timeout),
+        heartbeat_interval=heartbeat_interval,
+        node_ttl=node_ttl,
     )

@@ -13,9 +13,11 @@ import contextlib
 import enum
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import redis
+import redis.sentinel
 from channels_redis.utils import create_pool
 from redis import asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -67,6 +69,28 @@ async def close_client(client: aioredis.Redis) -> None:
     """Close a client made by :func:`make_client` and everything its pool opened."""
     await client.aclose(close_connection_pool=False)
     await close_pool(client.connection_pool)
+
+
+def make_sync_client(host: dict[str, Any]) -> redis.Redis:
+    """A redis-py synchronous client for one ``hosts`` entry (URL, dict or Sentinel)."""
+    host = dict(host)
+    if "address" in host:
+        return redis.Redis.from_url(host.pop("address"), **host)
+    if "master_name" in host:
+        sentinel = redis.sentinel.Sentinel(
+            host.pop("sentinels"), sentinel_kwargs=host.pop("sentinel_kwargs", None)
+        )
+        return sentinel.master_for(host.pop("master_name"), **host)
+    return redis.Redis(**host)
+
+
+@contextlib.contextmanager
+def sync_redis_errors() -> Iterator[None]:
+    """The synchronous twin of the layer's error boundary: connection errors -> RedisUnavailable."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        raise RedisUnavailable(f"Redis is unreachable: {exc}") from exc
 
 
 class State(enum.Enum):

@@ -32,9 +32,48 @@ class Keys:
         """Counter of messages sent to a process-specific channel and not yet received."""
         return f"{self.prefix}:inflight:{{{channel}}}"
 
+    def members(self, group: str) -> str:
+        """Sorted set of a group's members (channel -> join time)."""
+        return f"{self.prefix}:members:{{{group}}}"
+
+    @property
+    def members_prefix(self) -> str:
+        """``members(group)`` is this + group + ``}`` (for Lua scripts that build it)."""
+        return f"{self.prefix}:members:{{"
+
+    @property
+    def rooms_by_name(self) -> str:
+        """Index of every group with members, all scored 0 so it sorts by name."""
+        return f"{self.prefix}:{{rooms}}:by-name"
+
+    @property
+    def rooms_by_size(self) -> str:
+        """Index of every group with members, scored by member count."""
+        return f"{self.prefix}:{{rooms}}:by-size"
+
+    @property
+    def nodes(self) -> str:
+        """Sorted set of node ids scored by their last heartbeat."""
+        return f"{self.prefix}:nodes"
+
+    def node(self, node_id: str) -> str:
+        """Hash describing one node (host, pid, heartbeat...); expires with the TTL."""
+        return f"{self.prefix}:node:{{{node_id}}}"
+
+    def node_channels(self, node_id: str) -> str:
+        """Hash of a node's channels: channel -> JSON record of its groups and metadata."""
+        return f"{self.prefix}:node:{{{node_id}}}:channels"
+
     def patterns(self) -> tuple[str, ...]:
         """Globs matching every key the layer stores (for ``flush``)."""
-        return (f"{self.prefix}:queue:*", f"{self.prefix}:inflight:*")
+        return (
+            f"{self.prefix}:queue:*",
+            f"{self.prefix}:inflight:*",
+            f"{self.prefix}:members:*",
+            f"{self.prefix}:{{rooms}}:*",
+            f"{self.prefix}:nodes",
+            f"{self.prefix}:node:*",
+        )
 
 
 def shard_index(name: str, ring_size: int) -> int:

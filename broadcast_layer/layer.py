@@ -23,6 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .conf import DEFAULT_MAX_MESSAGE_SIZE, LayerConfig, build_config
 from .exceptions import ConfigurationError, RedisUnavailable
 from .node import Node, NodeStats
+from .registry import Call, Registry, SyncRegistry
 
 __all__ = ["BroadcastChannelLayer"]
 
@@ -65,6 +66,8 @@ class BroadcastChannelLayer(BaseChannelLayer):  # type: ignore[misc]
         serializer_format: str = "msgpack",
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         subscribe_timeout: float = 10.0,
+        heartbeat_interval: float = 5.0,
+        node_ttl: float = 15.0,
     ) -> None:
         self.config: LayerConfig = build_config(
             hosts=hosts,
@@ -77,6 +80,8 @@ class BroadcastChannelLayer(BaseChannelLayer):  # type: ignore[misc]
             serializer_format=serializer_format,
             max_message_size=max_message_size,
             subscribe_timeout=subscribe_timeout,
+            heartbeat_interval=heartbeat_interval,
+            node_ttl=node_ttl,
         )
         super().__init__(expiry=expiry, capacity=capacity)
         self.channel_capacity = list(self.config.channel_capacity)  # what get_capacity() reads
@@ -93,6 +98,9 @@ class BroadcastChannelLayer(BaseChannelLayer):  # type: ignore[misc]
                 f"CONFIG['serializer_format']: unknown format {serializer_format!r}"
             ) from None
         self._nodes: dict[asyncio.AbstractEventLoop, Node] = {}
+        self._sync_registry: SyncRegistry | None = None
+        self.registry = Registry(self)
+        """Async registry queries: ``await layer.registry.members("room42")``."""
         self._wrapped_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 
     # -- per-loop nodes ----------------------------------------------------------------
@@ -185,6 +193,39 @@ class BroadcastChannelLayer(BaseChannelLayer):  # type: ignore[misc]
         self.require_valid_group_name(group)
         async with _redis_errors():
             return await self._node().group_send(group, message)
+
+    # -- registry and remote operations ------------------------------------------------
+
+    @property
+    def sync_registry(self) -> SyncRegistry:
+        """Registry queries without an event loop (views, admin, commands)."""
+        if self._sync_registry is None:
+            self._sync_registry = SyncRegistry(self.config)
+        return self._sync_registry
+
+    async def _run_registry(self, call: Call[Any]) -> Any:
+        async with _redis_errors():
+            return await self._node().registry.run(call)
+
+    async def set_channel_metadata(self, channel: str, metadata: dict[str, Any]) -> None:
+        """Attach JSON metadata (e.g. user id, display name) to a channel in the registry.
+
+        Shown with the channel in ``registry.members()``; replaced by each call.
+        Raises ``TypeError``/``ValueError`` for an invalid channel or metadata.
+        """
+        self.require_valid_channel_name(channel)
+        async with _redis_errors():
+            await self._node().set_metadata(channel, metadata)
+
+    async def disconnect(self, channel: str) -> bool:
+        """Send ``{"type": "broadcast.disconnect"}`` to a channel, on whichever node owns it.
+
+        ``broadcast_layer.consumers.RemoteControlMixin`` closes the WebSocket on it.
+        Returns False when the channel's node is not running.
+        """
+        self.require_valid_channel_name(channel)
+        async with _redis_errors():
+            return await self._node().disconnect(channel)
 
     async def ping(self) -> None:
         """Check every configured Redis host answers; raise ``RedisUnavailable`` if not."""

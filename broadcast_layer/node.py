@@ -18,7 +18,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.commands.core import AsyncScript
 
@@ -35,12 +35,17 @@ from .connection import (
 from .exceptions import ChannelFull, MessageTooLarge, RedisUnavailable
 from .keys import Keys, node_of, shard_index
 from .mailbox import Letter, Mailbox, expired
+from .registry import Call, RegistryCalls
 from .subscriptions import Subscriptions
 
 logger = logging.getLogger(__name__)
 
 _SCALARS = frozenset({str, bytes, int, float, bool, type(None)})
 _CONTROL = b"!"  # node-channel payloads starting with this are control operations
+#: The message a consumer receives when it is disconnected through the layer.
+DISCONNECT_TYPE = "broadcast.disconnect"
+MAX_METADATA_BYTES = 4096
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,25 @@ class Host:
         self.send_to_node: AsyncScript = self.client.register_script(scripts.SEND_TO_NODE)
         self.release: AsyncScript = self.client.register_script(scripts.RELEASE)
         self.push: AsyncScript = self.client.register_script(scripts.PUSH)
+        self._scripts: dict[str, AsyncScript] = {}
+
+    def _script(self, source: str) -> AsyncScript:
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self.client.register_script(source)
+        return script
+
+    async def run(self, call: Call[T]) -> T:
+        """Run one registry call."""
+        reply = await self._script(call.script)(keys=list(call.keys), args=list(call.args))
+        return call.parse(reply)
+
+    async def run_all(self, calls: list[Call[Any]]) -> None:
+        """Run several registry calls in one pipeline (one round trip)."""
+        pipe = self.client.pipeline(transaction=False)
+        for call in calls:
+            await self._script(call.script)(keys=list(call.keys), args=list(call.args), client=pipe)
+        await pipe.execute()
 
     async def close(self) -> None:
         await self.subscriber.close()
@@ -94,6 +118,11 @@ class Node:
         self.subscriptions = Subscriptions()
         self.mailboxes: dict[str, Mailbox] = {}
         self.dropped = 0
+        self.calls = RegistryCalls(config)
+        self.registry = self._hosts[0]  # the registry lives on the first host
+        self._started = time.time()
+        self._registered = False  # this node may have records in the registry
+        self._acks: dict[str, asyncio.Future[None]] = {}
         self._listening = False
         self._abandon: dict[str, asyncio.TimerHandle] = {}
         self._to_release: Counter[str] = Counter()
@@ -133,7 +162,7 @@ class Node:
         if not self._background_started:
             self._background_started = True
             self._spawn(self._release_loop())
-            self._spawn(self._expire_loop())
+            self._spawn(self._heartbeat_loop())
 
     def stats(self) -> NodeStats:
         """Counts and groups of this node, for monitoring and tests."""
@@ -152,13 +181,19 @@ class Node:
         await self._listen()
         name = f"{prefix}.{self.id}!{uuid.uuid4().hex[:12]}"
         self.mailboxes[name] = Mailbox(self.config.capacity_for(name))
+        await self.registry.run(self.calls.open(name, self.id))
         return name
 
     async def _listen(self) -> None:
+        """Subscribe to this node's channel and publish its record (once)."""
         if not self._listening:
             subscriber = self.host_for(self.id).subscriber
             await subscriber.want([self._node_channel])
-            await subscriber.wait_subscribed(self._node_channel, self.config.subscribe_timeout)
+            self._registered = True
+            await _both(
+                subscriber.wait_subscribed(self._node_channel, self.config.subscribe_timeout),
+                self.registry.run(self.calls.heartbeat(self.id, self._started, 0)),
+            )
             self._listening = True
             self._start_background()
 
@@ -249,36 +284,82 @@ class Node:
         emptied = self.subscriptions.remove_channel(channel)
         if emptied:
             self._spawn(self._unsubscribe(emptied))
+        self._spawn(self._registry_write(self.calls.close(channel, self.id)))
 
     # -- groups ------------------------------------------------------------------------
 
     async def group_add(self, group: str, channel: str) -> None:
-        """Add a membership; for a local member, return once Redis confirmed the subscription."""
+        """Add a membership; return once Redis confirmed the owning node's subscription.
+
+        A channel of another node is added by that node (a control message), and this
+        call waits for its confirmation; a channel whose node is gone is a no-op.
+        """
         owner = node_of(channel)
         if owner is not None and owner != self.id:
-            await self._control(owner, "group_add", group=group, channel=channel)
+            await self._remote(owner, "group_add", group=group, channel=channel)
             return
         self._start_background()
+        self._registered = True
+        new = channel not in self.subscriptions.members(group)
         first = self.subscriptions.add(group, channel, time.monotonic() + self.config.group_expiry)
         subscriber = self.host_for(group).subscriber
         pubsub_channel = self.keys.group_channel(group)
-        if first:
-            await subscriber.want([pubsub_channel])
         try:
-            await subscriber.wait_subscribed(pubsub_channel, self.config.subscribe_timeout)
-        except RedisUnavailable:
-            if first and self.subscriptions.discard(group, channel):
-                await subscriber.unwant([pubsub_channel])
+            if first:
+                await subscriber.want([pubsub_channel])
+            await _both(
+                subscriber.wait_subscribed(pubsub_channel, self.config.subscribe_timeout),
+                self.registry.run(self.calls.join(group, channel, self.id)),
+            )
+        except BaseException:
+            if new:  # leave nothing behind: not in the group, not in the registry
+                if self.subscriptions.discard(group, channel):
+                    await subscriber.unwant([pubsub_channel])
+                self._spawn(self._registry_write(self.calls.leave(group, channel, self.id)))
             raise
 
     async def group_discard(self, group: str, channel: str) -> None:
-        """Remove a membership (no-op if absent); unsubscribe when it was the last one."""
+        """Remove a membership (a no-op if absent); unsubscribe when it was the last one."""
         owner = node_of(channel)
         if owner is not None and owner != self.id:
-            await self._control(owner, "group_discard", group=group, channel=channel)
+            await self._remote(owner, "group_discard", group=group, channel=channel)
             return
-        if self.subscriptions.discard(group, channel):
-            await self._unsubscribe([group])
+        last = self.subscriptions.discard(group, channel)
+        await _both(
+            self._unsubscribe([group]) if last else _nothing(),
+            self.registry.run(self.calls.leave(group, channel, self.id)),
+        )
+
+    async def disconnect(self, channel: str) -> bool:
+        """Deliver a ``broadcast.disconnect`` message to a channel on any node.
+
+        Returns False when the channel's node is not running (nothing to disconnect).
+        """
+        owner = node_of(channel)
+        if owner is None:
+            raise ValueError(f"{channel!r} is not a process-specific channel")
+        if owner != self.id:
+            return await self._remote(owner, "disconnect", channel=channel)
+        mailbox = self.mailboxes.get(channel)
+        if mailbox is not None:
+            message = {"type": DISCONNECT_TYPE}
+            mailbox.put(Letter(time.monotonic() + self.config.expiry, message, False))
+        return mailbox is not None
+
+    async def set_metadata(self, channel: str, metadata: dict[str, Any]) -> None:
+        """Attach JSON metadata (user id, display name...) to a channel's registry record."""
+        owner = node_of(channel)
+        if owner is None:
+            raise ValueError(f"{channel!r} is not a process-specific channel")
+        if not isinstance(metadata, dict):
+            raise TypeError("metadata must be a dict")
+        try:
+            size = len(json.dumps(metadata))
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"metadata must be JSON-serializable: {exc}") from None
+        if size > MAX_METADATA_BYTES:
+            raise ValueError(f"metadata is {size} bytes of JSON; the limit is {MAX_METADATA_BYTES}")
+        await self.registry.run(self.calls.set_metadata(channel, owner, metadata))
 
     async def group_send(self, group: str, message: dict[str, Any]) -> int:
         """Publish once to the group's channel; return how many nodes received it."""
@@ -293,9 +374,45 @@ class Node:
             if group not in self.subscriptions:  # it may have been re-joined meanwhile
                 await self.host_for(group).subscriber.unwant([self.keys.group_channel(group)])
 
-    async def _control(self, node_id: str, op: str, **fields: str) -> None:
+    async def _control(self, node_id: str, op: str, **fields: str) -> int:
         payload = _CONTROL + json.dumps({"op": op, **fields}).encode()
-        await self.host_for(node_id).client.publish(self.keys.node_channel(node_id), payload)
+        reached: int = await self.host_for(node_id).client.publish(
+            self.keys.node_channel(node_id), payload
+        )
+        return reached
+
+    async def _remote(self, node_id: str, op: str, **fields: str) -> bool:
+        """Ask another node to apply ``op`` and wait for its confirmation.
+
+        Returns False without waiting when that node is not listening (it is gone).
+        """
+        await self._listen()  # the confirmation comes back on this node's channel
+        request = uuid.uuid4().hex
+        confirmed = self._acks[request] = asyncio.get_running_loop().create_future()
+        try:
+            if not await self._control(node_id, op, reply_to=self.id, request=request, **fields):
+                return False
+            async with asyncio.timeout(self.config.subscribe_timeout):
+                await confirmed
+            return True
+        except TimeoutError:
+            raise RedisUnavailable(f"Node {node_id} did not confirm {op} in time") from None
+        finally:
+            self._acks.pop(request, None)
+
+    async def _apply(self, op: dict[str, str]) -> None:
+        """Carry out a control operation sent by another node, then confirm it."""
+        kind, channel = op.get("op"), op.get("channel", "")
+        try:
+            if kind == "group_add" and channel in self.mailboxes:
+                await self.group_add(op["group"], channel)
+            elif kind == "group_discard":
+                await self.group_discard(op["group"], channel)
+            elif kind == "disconnect":
+                await self.disconnect(channel)
+        finally:
+            if op.get("reply_to"):
+                await self._control(op["reply_to"], "ack", request=op.get("request", ""))
 
     # -- incoming ----------------------------------------------------------------------
 
@@ -322,10 +439,12 @@ class Node:
             self._release(channel)
 
     def _on_control(self, op: dict[str, str]) -> None:
-        if op.get("op") == "group_add":
-            self._spawn(self.group_add(op["group"], op["channel"]))
-        elif op.get("op") == "group_discard":
-            self._spawn(self.group_discard(op["group"], op["channel"]))
+        if op.get("op") == "ack":
+            confirmed = self._acks.get(op.get("request", ""))
+            if confirmed is not None and not confirmed.done():
+                confirmed.set_result(None)
+        else:
+            self._spawn(self._apply(op))
 
     def _on_group(self, group: str, data: bytes) -> None:
         members = self.subscriptions.members(group)
@@ -390,14 +509,31 @@ class Node:
                     raise_if_cancelled()
                     logger.warning("Could not release in-flight counters: %s", exc)
 
-    async def _expire_loop(self) -> None:
-        """Drop memberships older than ``group_expiry`` and unsubscribe emptied groups."""
-        interval = min(self.config.group_expiry, 30.0)
-        while True:
+    async def _heartbeat_loop(self) -> None:
+        """Refresh this node's record, expire old memberships, reap dead nodes."""
+        interval = min(self.config.heartbeat_interval, self.config.group_expiry)
+        while not self.closed:
             await asyncio.sleep(interval)  # a timer, not a hot path
-            emptied = self.subscriptions.expire(time.monotonic())
-            if emptied:
-                await self._unsubscribe(emptied)
+            expired = self.subscriptions.expire(time.monotonic())
+            emptied = [group for group, _ in expired if group not in self.subscriptions]
+            calls: list[Call[Any]] = [self.calls.leave(g, c, self.id) for g, c in expired]
+            if self._registered:
+                calls.append(self.calls.heartbeat(self.id, self._started, len(self.mailboxes)))
+            calls.append(self.calls.reap())
+            try:
+                if emptied:
+                    await self._unsubscribe(sorted(set(emptied)))
+                await self.registry.run_all(calls)
+            except CONNECTION_ERRORS as exc:
+                raise_if_cancelled()
+                logger.warning("Heartbeat failed (%s); retrying in %.1fs", exc, interval)
+
+    async def _registry_write(self, call: Call[Any]) -> None:
+        """A registry write nobody waits for (closing a channel, rolling back)."""
+        try:
+            await self.registry.run(call)
+        except CONNECTION_ERRORS as exc:
+            logger.warning("Registry write failed: %s", exc)
 
     async def ping(self) -> None:
         """PING every host (raises redis-py's ConnectionError when one is down)."""
@@ -427,5 +563,21 @@ class Node:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self._registered:  # a clean shutdown removes this node's records at once
+            with contextlib.suppress(*CONNECTION_ERRORS, TimeoutError):
+                async with asyncio.timeout(self.config.subscribe_timeout):
+                    await self.registry.run(self.calls.reap([self.id]))
         for host in self._hosts:
             await host.close()
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def _both(first: Coroutine[Any, Any, Any], second: Coroutine[Any, Any, Any]) -> None:
+    """Run two awaitables concurrently, wait for both, re-raise the first failure."""
+    results = await asyncio.gather(first, second, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result

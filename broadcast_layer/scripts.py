@@ -43,3 +43,251 @@ redis.call('RPUSH', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
+
+
+# -- the room registry -----------------------------------------------------------------
+# Shared Lua helpers, prepended to each registry script. A membership lives in two
+# places: the group's sorted set (member -> join time) and the record of the channel
+# in its node's hash (JSON: {"t": opened, "g": {group: joined}, "m": metadata}).
+# Two index sorted sets list the rooms: by name (all scores 0) and by size.
+_PRELUDE = """
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local function decode(raw)
+  local record = raw and cjson.decode(raw) or {}
+  if type(record.g) ~= 'table' then record.g = {} end
+  return record
+end
+local function count_leave(by_size, by_name, group)
+  local size = tonumber(redis.call('ZINCRBY', by_size, -1, group))
+  if size <= 0 then
+    redis.call('ZREM', by_size, group)
+    redis.call('ZREM', by_name, group)
+  end
+end
+local function leave(prefix, by_size, by_name, group, channel)
+  if redis.call('ZREM', prefix .. ':members:{' .. group .. '}', channel) == 1 then
+    count_leave(by_size, by_name, group)
+  end
+end
+local function forget_channels(prefix, by_size, by_name, channels_key)
+  local all = redis.call('HGETALL', channels_key)
+  for i = 1, #all, 2 do
+    for group, _ in pairs(decode(all[i + 1]).g) do
+      leave(prefix, by_size, by_name, group, all[i])
+    end
+  end
+  redis.call('DEL', channels_key)
+end
+"""
+
+# KEYS: members(G), rooms by-size, rooms by-name, node channels(N). ARGV: group, channel.
+# Returns 1 for a new membership, 0 for a refreshed one.
+JOIN = (
+    _PRELUDE
+    + """
+local t = now()
+local new = redis.call('ZADD', KEYS[1], t, ARGV[2])
+if new == 1 then
+  redis.call('ZINCRBY', KEYS[2], 1, ARGV[1])
+  redis.call('ZADD', KEYS[3], 0, ARGV[1])
+end
+local record = decode(redis.call('HGET', KEYS[4], ARGV[2]))
+record.t = record.t or t
+record.g[ARGV[1]] = t
+redis.call('HSET', KEYS[4], ARGV[2], cjson.encode(record))
+return new
+"""
+)
+
+# Same KEYS and ARGV as JOIN. Returns 1 if a membership was removed.
+LEAVE = (
+    _PRELUDE
+    + """
+local removed = redis.call('ZREM', KEYS[1], ARGV[2])
+if removed == 1 then
+  count_leave(KEYS[2], KEYS[3], ARGV[1])
+end
+local raw = redis.call('HGET', KEYS[4], ARGV[2])
+if raw then
+  local record = decode(raw)
+  record.g[ARGV[1]] = nil
+  redis.call('HSET', KEYS[4], ARGV[2], cjson.encode(record))
+end
+return removed
+"""
+)
+
+# KEYS: node channels(N). ARGV: channel. Records a new channel (never overwrites).
+OPEN = (
+    _PRELUDE
+    + """
+return redis.call('HSETNX', KEYS[1], ARGV[1], cjson.encode({t = now()}))
+"""
+)
+
+# KEYS: node channels(N), rooms by-size, rooms by-name. ARGV: prefix, channel.
+# Removes the channel from every group and forgets it.
+CLOSE = (
+    _PRELUDE
+    + """
+local raw = redis.call('HGET', KEYS[1], ARGV[2])
+if not raw then return 0 end
+for group, _ in pairs(decode(raw).g) do
+  leave(ARGV[1], KEYS[2], KEYS[3], group, ARGV[2])
+end
+return redis.call('HDEL', KEYS[1], ARGV[2])
+"""
+)
+
+# KEYS: node channels(N). ARGV: channel, metadata JSON. Attaches metadata to a channel.
+SET_METADATA = (
+    _PRELUDE
+    + """
+local record = decode(redis.call('HGET', KEYS[1], ARGV[1]))
+record.t = record.t or now()
+record.m = cjson.decode(ARGV[2])
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(record))
+return 1
+"""
+)
+
+# KEYS: node(N), nodes index. ARGV: id, host, pid, started, channels, prefix, ttl (s).
+HEARTBEAT = (
+    _PRELUDE
+    + """
+local t = now()
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'host', ARGV[2], 'pid', ARGV[3],
+           'started', ARGV[4], 'heartbeat', t, 'channels', ARGV[5], 'prefix', ARGV[6])
+redis.call('PEXPIRE', KEYS[1], math.floor(tonumber(ARGV[7]) * 1000))
+redis.call('ZADD', KEYS[2], t, ARGV[1])
+return 1
+"""
+)
+
+# KEYS: nodes index, rooms by-size, rooms by-name. ARGV: prefix, ttl (s), max, [node ids].
+# Without node ids, reaps up to `max` nodes whose heartbeat is older than the TTL;
+# with them, retires exactly those (a clean shutdown). Returns the reaped ids.
+REAP = (
+    _PRELUDE
+    + """
+local nodes = {}
+if #ARGV > 3 then
+  for i = 4, #ARGV do nodes[#nodes + 1] = ARGV[i] end
+else
+  nodes = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now() - tonumber(ARGV[2])),
+                     'LIMIT', 0, tonumber(ARGV[3]))
+end
+for _, id in ipairs(nodes) do
+  forget_channels(ARGV[1], KEYS[2], KEYS[3], ARGV[1] .. ':node:{' .. id .. '}:channels')
+  redis.call('DEL', ARGV[1] .. ':node:{' .. id .. '}')
+  redis.call('ZREM', KEYS[1], id)
+end
+return nodes
+"""
+)
+
+# KEYS: members(G). ARGV: group_expiry (s). Counts unexpired memberships.
+ROOM_SIZE = (
+    _PRELUDE
+    + """
+return redis.call('ZCOUNT', KEYS[1], '(' .. (now() - tonumber(ARGV[1])), '+inf')
+"""
+)
+
+# KEYS: members(G), nodes index. ARGV: prefix, group_expiry (s), ttl (s).
+# Returns flat [channel, joined, node, record JSON] for unexpired members of live nodes
+# (normal channels, which belong to no node, come with node "" and no record).
+MEMBERS = (
+    _PRELUDE
+    + """
+local t = now()
+local entries = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (t - tonumber(ARGV[2])), '+inf',
+                           'WITHSCORES')
+local alive, out = {}, {}
+for i = 1, #entries, 2 do
+  local channel = entries[i]
+  local node = string.match(channel, '([^.!]+)!')
+  if node == nil then
+    out[#out + 1] = channel; out[#out + 1] = entries[i + 1]
+    out[#out + 1] = ''; out[#out + 1] = ''
+  else
+    if alive[node] == nil then
+      local beat = redis.call('ZSCORE', KEYS[2], node)
+      alive[node] = beat ~= false and tonumber(beat) > t - tonumber(ARGV[3])
+    end
+    if alive[node] then
+      local record = redis.call('HGET', ARGV[1] .. ':node:{' .. node .. '}:channels', channel)
+      out[#out + 1] = channel; out[#out + 1] = entries[i + 1]
+      out[#out + 1] = node; out[#out + 1] = record or ''
+    end
+  end
+end
+return out
+"""
+)
+
+# KEYS: node channels(N). ARGV: channel. Returns [now, record JSON or ''].
+CHANNEL = (
+    _PRELUDE
+    + """
+return {tostring(now()), redis.call('HGET', KEYS[1], ARGV[1]) or ''}
+"""
+)
+
+# KEYS: nodes index. ARGV: prefix, ttl (s). Returns flat [id, HGETALL...] lists of live nodes.
+NODES = (
+    _PRELUDE
+    + """
+local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now() - tonumber(ARGV[2])), '+inf')
+local out = {}
+for _, id in ipairs(live) do
+  local fields = redis.call('HGETALL', ARGV[1] .. ':node:{' .. id .. '}')
+  if #fields > 0 then out[#out + 1] = fields end
+end
+return out
+"""
+)
+
+# KEYS: rooms by-name, rooms by-size. ARGV: order ("name"|"size"), offset, count,
+# Lua pattern ("" for all), scan budget. Returns [total, next offset or -1, name, size, ...].
+ROOMS = (
+    _PRELUDE
+    + """
+local by_name, by_size = KEYS[1], KEYS[2]
+local order, pos, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local pattern, budget = ARGV[4], tonumber(ARGV[5])
+local out = {redis.call('ZCARD', by_name), -1}
+local found, scanned = 0, 0
+while found < count and scanned < budget do
+  local want = pattern == '' and (count - found) or 500
+  local names, sizes = {}, {}
+  if order == 'size' then
+    local chunk = redis.call('ZREVRANGE', by_size, pos, pos + want - 1, 'WITHSCORES')
+    for i = 1, #chunk, 2 do names[#names + 1] = chunk[i]; sizes[#sizes + 1] = chunk[i + 1] end
+  else
+    names = redis.call('ZRANGE', by_name, pos, pos + want - 1)
+    for i, name in ipairs(names) do sizes[i] = redis.call('ZSCORE', by_size, name) or '0' end
+  end
+  if #names == 0 then return out end
+  for i, name in ipairs(names) do
+    pos = pos + 1
+    scanned = scanned + 1
+    if pattern == '' or string.find(name, pattern) then
+      out[#out + 1] = name; out[#out + 1] = sizes[i]
+      found = found + 1
+      if found == count then break end
+    end
+  end
+end
+if pos < out[1] then out[2] = pos end
+return out
+"""
+)
+
+# KEYS: any hash. Returns HGETALL (a script so every registry read runs the same way).
+HGETALL = """
+return redis.call('HGETALL', KEYS[1])
+"""

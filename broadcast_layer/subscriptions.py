@@ -45,14 +45,17 @@ class Subscriptions:
         """Drop a channel from every group; return the groups that became unwanted."""
         return [g for g in list(self._groups_of.get(channel, ())) if self.discard(g, channel)]
 
-    def expire(self, now: float) -> list[str]:
-        """Drop memberships whose deadline has passed; return groups that became unwanted."""
-        emptied = []
+    def expire(self, now: float) -> list[tuple[str, str]]:
+        """Drop memberships whose deadline has passed; return them as (group, channel).
+
+        Groups among them that are no longer ``in`` this object became unwanted.
+        """
+        expired = []
         for group, members in list(self._members.items()):
             for channel in [c for c, deadline in members.items() if deadline <= now]:
-                if self.discard(group, channel):
-                    emptied.append(group)
-        return emptied
+                self.discard(group, channel)
+                expired.append((group, channel))
+        return expired
 
     def members(self, group: str) -> dict[str, float]:
         """The group's local members and their deadlines (a live view: do not mutate)."""

@@ -1,0 +1,435 @@
+"""The cross-node room registry: its records in Redis and every query over them.
+
+Answers come from Redis directly (no asking the nodes). Each query is a :class:`Call`
+(one Lua script and how to read its reply) run by :class:`Registry` on the layer's
+event loop, or by :class:`SyncRegistry` with redis-py's synchronous client from views,
+admin pages and management commands. The registry lives on the first configured host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+
+from channels.layers import BaseChannelLayer
+
+from . import scripts
+from .conf import LayerConfig
+from .keys import Keys, node_of
+
+if TYPE_CHECKING:
+    from .layer import BroadcastChannelLayer
+
+__all__ = [
+    "ChannelInfo",
+    "Member",
+    "NodeInfo",
+    "Registry",
+    "Room",
+    "RoomPage",
+    "SyncRegistry",
+    "get_registry",
+]
+
+T = TypeVar("T")
+Order = Literal["name", "size"]
+_names = BaseChannelLayer()  # name validation only
+#: How many room names one listing call may examine while filtering by a pattern.
+SCAN_BUDGET = 20_000
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class Room:
+    """A group with members, and how many."""
+
+    name: str
+    size: int
+
+
+@dataclass(frozen=True)
+class RoomPage:
+    """One page of rooms; pass ``next_offset`` back to get the next one (None: no more)."""
+
+    rooms: tuple[Room, ...]
+    total: int
+    next_offset: int | None
+
+
+@dataclass(frozen=True)
+class Member:
+    """One membership: a channel in a group, its node, when it joined, its metadata."""
+
+    channel: str
+    node: str | None
+    joined: datetime
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChannelInfo:
+    """A channel as the registry knows it: its node, groups (with join times), metadata."""
+
+    channel: str
+    node: str | None
+    opened: datetime | None
+    groups: dict[str, datetime]
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """A live node's record, refreshed by its heartbeat."""
+
+    id: str
+    host: str
+    pid: int
+    started: datetime
+    heartbeat: datetime
+    channels: int
+    prefix: str
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One registry script call and the function that turns its reply into a result."""
+
+    script: str
+    keys: Sequence[str]
+    args: Sequence[Any]
+    parse: Callable[[Any], T]
+
+
+def _time(value: Any) -> datetime:
+    return datetime.fromtimestamp(float(value), tz=UTC)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def glob_to_lua(pattern: str) -> str:
+    """Translate a shell glob (``*``, ``?``, ``[abc]``) into an anchored Lua pattern."""
+    out, i = ["^"], 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "*":
+            out.append(".*")
+        elif char == "?":
+            out.append(".")
+        elif char == "[" and (end := pattern.find("]", i + 1)) > i + 1:
+            body = pattern[i + 1 : end]
+            negate = body.startswith("!")
+            body = re.sub(r"([%^\]])", r"%\1", body[1:] if negate else body)
+            out.append(f"[{'^' if negate else ''}{body}]")
+            i = end
+        else:
+            out.append(f"%{char}" if not char.isalnum() else char)
+        i += 1
+    out.append("$")
+    return "".join(out)
+
+
+def _record(channel: str, node: str | None, raw: Any) -> ChannelInfo:
+    data = json.loads(raw) if raw else {}
+    groups = data.get("g") or {}
+    return ChannelInfo(
+        channel=channel,
+        node=node,
+        opened=_time(data["t"]) if "t" in data else None,
+        groups={group: _time(joined) for group, joined in groups.items()},
+        metadata=data.get("m") or {},
+    )
+
+
+class RegistryCalls:
+    """Builds every registry read and write as a :class:`Call` (no I/O here)."""
+
+    def __init__(self, config: LayerConfig) -> None:
+        self.config = config
+        self.keys = Keys(config.prefix)
+
+    # -- writes, made by the node that owns (or holds) the channel ----------------------
+
+    def _membership(self, script: str, group: str, channel: str, node_id: str) -> Call[int]:
+        keys = self.keys
+        return Call(
+            script,
+            [keys.members(group), keys.rooms_by_size, keys.rooms_by_name,
+             keys.node_channels(node_id)],
+            [group, channel],
+            int,
+        )  # fmt: skip
+
+    def join(self, group: str, channel: str, node_id: str) -> Call[int]:
+        return self._membership(scripts.JOIN, group, channel, node_id)
+
+    def leave(self, group: str, channel: str, node_id: str) -> Call[int]:
+        return self._membership(scripts.LEAVE, group, channel, node_id)
+
+    def open(self, channel: str, node_id: str) -> Call[int]:
+        return Call(scripts.OPEN, [self.keys.node_channels(node_id)], [channel], int)
+
+    def close(self, channel: str, node_id: str) -> Call[int]:
+        keys = self.keys
+        return Call(
+            scripts.CLOSE,
+            [keys.node_channels(node_id), keys.rooms_by_size, keys.rooms_by_name],
+            [keys.prefix, channel],
+            int,
+        )
+
+    def set_metadata(self, channel: str, node_id: str, metadata: dict[str, Any]) -> Call[int]:
+        return Call(
+            scripts.SET_METADATA, [self.keys.node_channels(node_id)],
+            [channel, json.dumps(metadata)], int,
+        )  # fmt: skip
+
+    def heartbeat(self, node_id: str, started: float, channels: int) -> Call[int]:
+        return Call(
+            scripts.HEARTBEAT,
+            [self.keys.node(node_id), self.keys.nodes],
+            [node_id, socket.gethostname(), os.getpid(), started, channels, self.keys.prefix,
+             self.config.node_ttl],
+            int,
+        )  # fmt: skip
+
+    def reap(self, node_ids: Sequence[str] = (), limit: int = 10) -> Call[list[str]]:
+        """Forget dead nodes (or exactly ``node_ids``) and all their memberships."""
+        keys = self.keys
+        return Call(
+            scripts.REAP,
+            [keys.nodes, keys.rooms_by_size, keys.rooms_by_name],
+            [keys.prefix, self.config.node_ttl, limit, *node_ids],
+            lambda reply: [_text(node_id) for node_id in reply],
+        )
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def rooms(
+        self, pattern: str | None = None, order: Order = "name", offset: int = 0, limit: int = 50
+    ) -> Call[RoomPage]:
+        if order not in ("name", "size"):
+            raise ValueError(f"order must be 'name' or 'size', got {order!r}")
+        if not 0 < limit <= MAX_PAGE or offset < 0:
+            raise ValueError(f"limit must be 1..{MAX_PAGE} and offset >= 0")
+
+        def parse(reply: list[Any]) -> RoomPage:
+            pairs = reply[2:]
+            rooms = tuple(
+                Room(_text(pairs[i]), int(float(pairs[i + 1]))) for i in range(0, len(pairs), 2)
+            )
+            next_offset = int(reply[1])
+            return RoomPage(rooms, int(reply[0]), None if next_offset < 0 else next_offset)
+
+        lua_pattern = glob_to_lua(pattern) if pattern and pattern != "*" else ""
+        return Call(
+            scripts.ROOMS,
+            [self.keys.rooms_by_name, self.keys.rooms_by_size],
+            [order, offset, limit, lua_pattern, SCAN_BUDGET],
+            parse,
+        )
+
+    def room_size(self, group: str) -> Call[int]:
+        _names.require_valid_group_name(group)
+        return Call(scripts.ROOM_SIZE, [self.keys.members(group)], [self.config.group_expiry], int)
+
+    def members(self, group: str) -> Call[list[Member]]:
+        _names.require_valid_group_name(group)
+
+        def parse(reply: list[Any]) -> list[Member]:
+            members = []
+            for i in range(0, len(reply), 4):
+                channel, node = _text(reply[i]), _text(reply[i + 2]) or None
+                record = _record(channel, node, reply[i + 3])
+                members.append(Member(channel, node, _time(reply[i + 1]), record.metadata))
+            return members
+
+        return Call(
+            scripts.MEMBERS,
+            [self.keys.members(group), self.keys.nodes],
+            [self.keys.prefix, self.config.group_expiry, self.config.node_ttl],
+            parse,
+        )
+
+    def channel(self, channel: str) -> Call[ChannelInfo | None]:
+        """A process-specific channel's record (None when the registry does not know it)."""
+        _names.require_valid_channel_name(channel)
+        node = node_of(channel)
+        if node is None:
+            raise ValueError(f"{channel!r} is a normal channel; only process-specific ones "
+                             "have a record")  # fmt: skip
+
+        def parse(reply: list[Any]) -> ChannelInfo | None:
+            if not reply[1]:
+                return None
+            info = _record(channel, node, reply[1])
+            cutoff = float(reply[0]) - self.config.group_expiry
+            live = {g: t for g, t in info.groups.items() if t.timestamp() > cutoff}
+            return ChannelInfo(channel, node, info.opened, live, info.metadata)
+
+        return Call(scripts.CHANNEL, [self.keys.node_channels(node)], [channel], parse)
+
+    def nodes(self) -> Call[list[NodeInfo]]:
+        def parse(reply: list[Any]) -> list[NodeInfo]:
+            nodes = []
+            for flat in reply:
+                data = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
+                nodes.append(
+                    NodeInfo(
+                        id=data["id"],
+                        host=data["host"],
+                        pid=int(data["pid"]),
+                        started=_time(data["started"]),
+                        heartbeat=_time(data["heartbeat"]),
+                        channels=int(data["channels"]),
+                        prefix=data["prefix"],
+                    )
+                )
+            return sorted(nodes, key=lambda node: node.started)
+
+        return Call(scripts.NODES, [self.keys.nodes], [self.keys.prefix, self.config.node_ttl],
+                    parse)  # fmt: skip
+
+    def node_channels(self, node_id: str) -> Call[list[ChannelInfo]]:
+        def parse(reply: list[Any]) -> list[ChannelInfo]:
+            channels = [
+                _record(_text(reply[i]), node_id, reply[i + 1]) for i in range(0, len(reply), 2)
+            ]
+            return sorted(channels, key=lambda info: info.channel)
+
+        return Call(scripts.HGETALL, [self.keys.node_channels(node_id)], [], parse)
+
+
+class Registry:
+    """Registry queries for async code, on the layer's own connections.
+
+    Get it from ``layer.registry``. Every method is one Redis round trip.
+    """
+
+    def __init__(self, layer: BroadcastChannelLayer) -> None:
+        self._layer = layer
+        self.calls = RegistryCalls(layer.config)
+
+    async def _run(self, call: Call[T]) -> T:
+        return await self._layer._run_registry(call)
+
+    async def rooms(
+        self, pattern: str | None = None, order: Order = "name", offset: int = 0, limit: int = 50
+    ) -> RoomPage:
+        """One page of groups with their sizes, sorted by name or size, filtered by a glob.
+
+        Dead nodes are reaped first, so their members are not counted.
+        """
+        await self._run(self.calls.reap())
+        return await self._run(self.calls.rooms(pattern, order, offset, limit))
+
+    async def room_size(self, group: str) -> int:
+        """How many unexpired members a group has (one ZCOUNT)."""
+        return await self._run(self.calls.room_size(group))
+
+    async def members(self, group: str) -> list[Member]:
+        """The group's members on live nodes, with node, join time and metadata."""
+        return await self._run(self.calls.members(group))
+
+    async def groups_of(self, channel: str) -> dict[str, datetime]:
+        """The groups a process-specific channel is in, with join times."""
+        info = await self._run(self.calls.channel(channel))
+        return info.groups if info else {}
+
+    async def channel(self, channel: str) -> ChannelInfo | None:
+        """Everything the registry knows about one process-specific channel."""
+        return await self._run(self.calls.channel(channel))
+
+    async def nodes(self) -> list[NodeInfo]:
+        """The live nodes, oldest first."""
+        return await self._run(self.calls.nodes())
+
+    async def node_channels(self, node_id: str) -> list[ChannelInfo]:
+        """The channels a node holds, with their groups and metadata."""
+        return await self._run(self.calls.node_channels(node_id))
+
+
+class SyncRegistry:
+    """The same queries without an event loop, for views, admin and commands.
+
+    Uses redis-py's synchronous client (thread-safe, connections reused); build it
+    with :func:`get_registry`.
+    """
+
+    def __init__(self, config: LayerConfig) -> None:
+        from .connection import make_sync_client
+
+        self.calls = RegistryCalls(config)
+        self._client = make_sync_client(config.hosts[0])
+        self._scripts: dict[str, Any] = {}
+
+    def _run(self, call: Call[T]) -> T:
+        from .connection import sync_redis_errors
+
+        script = self._scripts.get(call.script)
+        if script is None:
+            script = self._scripts[call.script] = self._client.register_script(call.script)
+        with sync_redis_errors():
+            return call.parse(script(keys=list(call.keys), args=list(call.args)))
+
+    def rooms(
+        self, pattern: str | None = None, order: Order = "name", offset: int = 0, limit: int = 50
+    ) -> RoomPage:
+        """See :meth:`Registry.rooms`."""
+        self._run(self.calls.reap())
+        return self._run(self.calls.rooms(pattern, order, offset, limit))
+
+    def room_size(self, group: str) -> int:
+        """See :meth:`Registry.room_size`."""
+        return self._run(self.calls.room_size(group))
+
+    def members(self, group: str) -> list[Member]:
+        """See :meth:`Registry.members`."""
+        return self._run(self.calls.members(group))
+
+    def groups_of(self, channel: str) -> dict[str, datetime]:
+        """See :meth:`Registry.groups_of`."""
+        info = self._run(self.calls.channel(channel))
+        return info.groups if info else {}
+
+    def channel(self, channel: str) -> ChannelInfo | None:
+        """See :meth:`Registry.channel`."""
+        return self._run(self.calls.channel(channel))
+
+    def nodes(self) -> list[NodeInfo]:
+        """See :meth:`Registry.nodes`."""
+        return self._run(self.calls.nodes())
+
+    def node_channels(self, node_id: str) -> list[ChannelInfo]:
+        """See :meth:`Registry.node_channels`."""
+        return self._run(self.calls.node_channels(node_id))
+
+    def close(self) -> None:
+        """Close the client's connections."""
+        self._client.close()
+
+
+def get_registry(alias: str = "default") -> SyncRegistry:
+    """A :class:`SyncRegistry` for ``CHANNEL_LAYERS[alias]`` (cached per alias).
+
+    Raises ``ValueError`` when the alias is missing or is not a BroadcastChannelLayer.
+    """
+    from channels.layers import channel_layers
+
+    from .layer import BroadcastChannelLayer
+
+    if alias not in channel_layers:
+        raise ValueError(f"No channel layer {alias!r} in CHANNEL_LAYERS")
+    layer = channel_layers[alias]
+    if not isinstance(layer, BroadcastChannelLayer):
+        raise ValueError(
+            f"CHANNEL_LAYERS[{alias!r}] is {type(layer).__name__}, not BroadcastChannelLayer"
+        )
+    return layer.sync_registry
