@@ -59,6 +59,10 @@ def _compile_capacities(
     compiled = []
     for pattern, capacity in channel_capacity.items():
         _positive("channel_capacity", capacity, integer=True)
+        if not isinstance(pattern, str) and not hasattr(pattern, "match"):
+            raise ConfigurationError(
+                f"CONFIG['channel_capacity'] keys must be globs or regexes, got {pattern!r}"
+            )
         regex = pattern if hasattr(pattern, "match") else re.compile(fnmatch.translate(pattern))
         compiled.append((regex, capacity))
     return tuple(compiled)
@@ -70,8 +74,10 @@ def _decode_hosts(hosts: Sequence[Any] | None) -> tuple[dict[str, Any], ...]:
     except ValueError as exc:
         raise ConfigurationError(f"CONFIG['hosts']: {exc}") from None
     for host in decoded:
-        if "master_name" in host and "sentinels" not in host:
-            raise ConfigurationError("CONFIG['hosts']: a host with 'master_name' needs 'sentinels'")
+        if ("master_name" in host) != ("sentinels" in host):
+            raise ConfigurationError(
+                "CONFIG['hosts']: a Sentinel host needs both 'sentinels' and 'master_name'"
+            )
     return tuple(decoded)
 
 
@@ -91,9 +97,9 @@ def build_config(
     node_ttl: float,
 ) -> LayerConfig:
     """Validate the layer's keyword arguments; raise :class:`ConfigurationError` naming the key."""
-    if not isinstance(prefix, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]*", prefix):
+    if not isinstance(prefix, str) or not re.fullmatch(r"[^\s{}]*", prefix):
         raise ConfigurationError(
-            f"CONFIG['prefix'] must be a string of letters, digits, '_', '.', '-', got {prefix!r}"
+            f"CONFIG['prefix'] must be a string without spaces or braces, got {prefix!r}"
         )
     if _positive("node_ttl", node_ttl) <= _positive("heartbeat_interval", heartbeat_interval):
         raise ConfigurationError(

@@ -44,9 +44,16 @@ def raise_if_cancelled() -> None:
         raise asyncio.CancelledError
 
 
+try:  # redis-py >= 6 applies a default socket_timeout that is not in connection_kwargs
+    from redis._defaults import DEFAULT_SOCKET_TIMEOUT as _REDIS_SOCKET_TIMEOUT
+except ImportError:  # pragma: no cover - older redis-py: no default timeout
+    _REDIS_SOCKET_TIMEOUT = None
+
+
 def blocking_timeout(client: aioredis.Redis, longest: float = 5.0) -> float:
     """Seconds a blocking command may wait in Redis without tripping ``socket_timeout``."""
-    socket_timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+    kwargs = client.connection_pool.connection_kwargs
+    socket_timeout = kwargs.get("socket_timeout", _REDIS_SOCKET_TIMEOUT)
     if not socket_timeout:
         return longest
     return max(0.05, min(longest, socket_timeout / 2))
@@ -190,7 +197,9 @@ class Subscriber:
                 self._asked += 1
                 self._last_ask[channel] = self._asked
             try:
-                await self._conn.send_command(command, *channels)
+                # check_health=False: a health-check PING would read the socket the
+                # reader task is blocked on.
+                await self._conn.send_command(command, *channels, check_health=False)
             except CONNECTION_ERRORS:
                 # The reader sees the same failure and reconnects; the resubscribe
                 # covers these channels.
@@ -225,7 +234,7 @@ class Subscriber:
                 self._asked += 1
                 self._last_ask[channel] = self._asked
             if wanted:
-                await conn.send_command("SUBSCRIBE", *wanted)
+                await conn.send_command("SUBSCRIBE", *wanted, check_health=False)
             self.state = State.CONNECTED
             self._release_answered()
 

@@ -1,7 +1,9 @@
 """Every Redis key and pub/sub channel name the layer uses is built here, nowhere else.
 
-Keys that belong to one group or one channel carry that name in a ``{hash tag}``
-so a later move to Redis Cluster keeps them in one slot. See docs/architecture.md.
+Keys that belong to one group, channel or node carry that name in a ``{hash tag}``,
+so the data layout needs no migration for Redis Cluster; the registry's Lua scripts
+still touch several slots at once and would have to be split per slot first.
+See docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -137,6 +137,10 @@ class BroadcastChannelLayer(BaseChannelLayer):  # type: ignore[misc]
         """A snapshot of the current loop's node: channels, groups, drops, reconnects."""
         return self._node().stats()
 
+    def local_members(self, group: str) -> frozenset[str]:
+        """The channels of the current loop's node that are in ``group`` (no I/O)."""
+        return frozenset(self._node().subscriptions.members(group))
+
     # -- Channels API ------------------------------------------------------------------
 
     async def send(self, channel: str, message: dict[str, Any]) -> None:

@@ -67,7 +67,6 @@ class Host:
         self.client = make_client(spec)
         self.subscriber = Subscriber(spec, on_message, backoff)
         self.send_to_node: AsyncScript = self.client.register_script(scripts.SEND_TO_NODE)
-        self.release: AsyncScript = self.client.register_script(scripts.RELEASE)
         self.push: AsyncScript = self.client.register_script(scripts.PUSH)
         self._scripts: dict[str, AsyncScript] = {}
 
@@ -84,10 +83,11 @@ class Host:
 
     async def run_all(self, calls: list[Call[Any]]) -> None:
         """Run several registry calls in one pipeline (one round trip)."""
-        pipe = self.client.pipeline(transaction=False)
-        for call in calls:
-            await self._script(call.script)(keys=list(call.keys), args=list(call.args), client=pipe)
-        await pipe.execute()
+        async with self.client.pipeline(transaction=False) as pipe:
+            for call in calls:
+                script = self._script(call.script)
+                await script(keys=list(call.keys), args=list(call.args), client=pipe)
+            await pipe.execute()
 
     async def close(self) -> None:
         await self.subscriber.close()
@@ -258,6 +258,7 @@ class Node:
         block = blocking_timeout(host.client)
         delay = self.config.reconnect_backoff[0]
         while True:
+            raise_if_cancelled()  # redis-py may have swallowed a cancellation
             try:
                 reply = await host.client.blpop([key], timeout=block)
             except CONNECTION_ERRORS as exc:
@@ -267,11 +268,16 @@ class Node:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.config.reconnect_backoff[1])
                 continue
+            delay = self.config.reconnect_backoff[0]
             if reply is None:
                 continue
             raw: bytes = reply[1]
-            if int(raw[:13]) + self._expiry_ms > time.time() * 1000:
+            if int(raw[:13]) + self._expiry_ms <= time.time() * 1000:
+                continue  # expired while queued
+            try:
                 return self._decode(raw[13:])
+            except Exception:  # e.g. encrypted with a key this node lacks
+                logger.exception("Dropped an undecodable message from %s", channel)
 
     def abandon_channel(self, channel: str) -> None:
         """Forget a local channel: drop its messages and leave its groups."""
@@ -324,6 +330,8 @@ class Node:
         if owner is not None and owner != self.id:
             await self._remote(owner, "group_discard", group=group, channel=channel)
             return
+        if owner is None and channel not in self.subscriptions.members(group):
+            return  # a normal channel held by another node (or nobody): see docs
         last = self.subscriptions.discard(group, channel)
         await _both(
             self._unsubscribe([group]) if last else _nothing(),
@@ -403,6 +411,7 @@ class Node:
     async def _apply(self, op: dict[str, str]) -> None:
         """Carry out a control operation sent by another node, then confirm it."""
         kind, channel = op.get("op"), op.get("channel", "")
+        ok = "1"
         try:
             if kind == "group_add" and channel in self.mailboxes:
                 await self.group_add(op["group"], channel)
@@ -410,9 +419,12 @@ class Node:
                 await self.group_discard(op["group"], channel)
             elif kind == "disconnect":
                 await self.disconnect(channel)
-        finally:
-            if op.get("reply_to"):
-                await self._control(op["reply_to"], "ack", request=op.get("request", ""))
+        except Exception:
+            ok = ""
+            logger.exception("Could not apply %s for another node", kind)
+        if op.get("reply_to"):
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                await self._control(op["reply_to"], "ack", request=op.get("request", ""), ok=ok)
 
     # -- incoming ----------------------------------------------------------------------
 
@@ -436,13 +448,18 @@ class Node:
             except Exception:
                 logger.exception("Dropped an undecodable message for %s", channel)
         if letter is None or mailbox is None or not mailbox.put(letter):
+            if mailbox is not None and letter is not None:
+                self.dropped += 1  # full with local or group messages the counter missed
             self._release(channel)
 
     def _on_control(self, op: dict[str, str]) -> None:
         if op.get("op") == "ack":
             confirmed = self._acks.get(op.get("request", ""))
             if confirmed is not None and not confirmed.done():
-                confirmed.set_result(None)
+                if op.get("ok"):
+                    confirmed.set_result(None)
+                else:
+                    confirmed.set_exception(RedisUnavailable("The owning node could not apply it"))
         else:
             self._spawn(self._apply(op))
 
@@ -486,28 +503,21 @@ class Node:
         self._release_wanted.set()
 
     async def _release_loop(self) -> None:
-        """Give back in-flight slots of received messages, batched into one pipeline per host."""
+        """Give back in-flight slots of received messages, batched into one pipeline."""
         # Checks `closed` as well as relying on cancellation: redis-py's pipeline can
         # swallow a CancelledError that lands inside execute().
+        host = self.host_for(self.id)  # where senders count this node's channels
         while not self.closed:
             await self._release_wanted.wait()
             self._release_wanted.clear()
             batch, self._to_release = self._to_release, Counter()
-            pipes: dict[int, Any] = {}
-            for channel, count in batch.items():
-                owner = node_of(channel) or channel
-                index = shard_index(owner, len(self._hosts))
-                if index not in pipes:
-                    pipes[index] = self._hosts[index].client.pipeline(transaction=False)
-                await self._hosts[index].release(
-                    keys=[self.keys.inflight(channel)], args=[count], client=pipes[index]
-                )
-            for pipe in pipes.values():
-                try:
-                    await pipe.execute()
-                except CONNECTION_ERRORS as exc:  # the counters expire by themselves
-                    raise_if_cancelled()
-                    logger.warning("Could not release in-flight counters: %s", exc)
+            calls = [Call(scripts.RELEASE, [self.keys.inflight(channel)], [count], int)
+                     for channel, count in batch.items()]  # fmt: skip
+            try:
+                await host.run_all(calls)
+            except CONNECTION_ERRORS as exc:  # the counters expire by themselves
+                raise_if_cancelled()
+                logger.warning("Could not release in-flight counters: %s", exc)
 
     async def _heartbeat_loop(self) -> None:
         """Refresh this node's record, expire old memberships, reap dead nodes."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -78,10 +79,18 @@ async def within(awaitable: Awaitable[Any], seconds: float = 5.0) -> Any:
         return await awaitable
 
 
-async def eventually(condition: Callable[[], bool], seconds: float = 5.0) -> None:
-    """Wait until ``condition()`` holds: for state with no event to await (Redis's own)."""
+async def eventually(condition: Callable[[], Any], seconds: float = 5.0) -> None:
+    """Wait until ``condition()`` (a function or a coroutine function) holds.
+
+    For state that offers no event to await: Redis's own, or another process's.
+    """
     async with asyncio.timeout(seconds):
-        while not condition():  # noqa: ASYNC110
+        while True:
+            result = condition()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return
             await asyncio.sleep(0.01)
 
 

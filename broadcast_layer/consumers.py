@@ -1,0 +1,38 @@
+"""Optional consumer mixins built on the layer's public API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RemoteControlMixin:
+    """Mix into an ``AsyncWebsocketConsumer`` (before it in the bases).
+
+    - ``broadcast.disconnect`` (sent by ``layer.disconnect(channel)`` from any process,
+      e.g. the admin) closes the WebSocket;
+    - on disconnect the channel leaves every group it is in, as the registry records
+      them, not only those listed in ``groups``;
+    - :meth:`set_metadata` attaches e.g. a user id and display name to the channel,
+      shown by the registry with each membership.
+    """
+
+    channel_layer: Any
+    channel_name: str
+
+    async def broadcast_disconnect(self, event: dict[str, Any]) -> None:
+        """Handle ``broadcast.disconnect``: close the connection (code 4000 by default)."""
+        await self.close(code=event.get("code", 4000))  # type: ignore[attr-defined]
+
+    async def set_metadata(self, **metadata: Any) -> None:
+        """Attach JSON-serializable metadata to this channel in the registry."""
+        await self.channel_layer.set_channel_metadata(self.channel_name, metadata)
+
+    async def leave_all_groups(self) -> None:
+        """Leave every group the registry says this channel is in."""
+        for group in await self.channel_layer.registry.groups_of(self.channel_name):
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        if self.channel_layer is not None:
+            await self.leave_all_groups()
+        await super().websocket_disconnect(message)  # type: ignore[misc]

@@ -1,0 +1,47 @@
+"""A node in a process of its own, for registry tests: `python -m tests.node_process URL PREFIX`.
+
+Reads JSON commands on stdin, one per line, and answers each with one JSON line:
+{"op": "new_channel"} -> {"channel": ...}; {"op": "group_add"|"group_discard", "group", "channel"};
+{"op": "members", "group"} -> {"members": [...]} (its local view). Options via env:
+NODE_TTL, HEARTBEAT (seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+
+from broadcast_layer.layer import BroadcastChannelLayer
+
+
+async def main(url: str, prefix: str) -> None:
+    layer = BroadcastChannelLayer(
+        hosts=[url],
+        prefix=prefix,
+        node_ttl=float(os.environ.get("NODE_TTL", "15")),
+        heartbeat_interval=float(os.environ.get("HEARTBEAT", "5")),
+    )
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    print(json.dumps({"ready": True}), flush=True)
+    while line := await reader.readline():
+        command = json.loads(line)
+        op = command["op"]
+        if op == "new_channel":
+            reply = {"channel": await layer.new_channel(), "node": layer.node_id}
+        elif op in ("group_add", "group_discard"):
+            await getattr(layer, op)(command["group"], command["channel"])
+            reply = {"ok": True}
+        elif op == "members":
+            reply = {"members": sorted(layer.local_members(command["group"]))}
+        else:
+            reply = {"error": f"unknown op {op}"}
+        print(json.dumps(reply), flush=True)
+    await layer.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2]))

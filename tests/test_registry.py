@@ -1,0 +1,290 @@
+"""The room registry: records written with every membership change, queries from any process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from broadcast_layer.registry import glob_to_lua
+
+from .conftest import eventually, nothing_arrives, within
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def test_rooms_sizes_members_and_groups_of_a_channel(nodes):
+    a, b, observer = nodes
+    ca, cb = await a.new_channel(), await b.new_channel()
+    await a.group_add("lobby", ca)
+    await b.group_add("lobby", cb)
+    await b.group_add("games", cb)
+    await a.set_channel_metadata(ca, {"user_id": 7, "name": "Ann"})
+
+    page = await observer.registry.rooms()
+    assert [(room.name, room.size) for room in page.rooms] == [("games", 1), ("lobby", 2)]
+    assert page.total == 2
+    assert page.next_offset is None
+    assert [room.name for room in (await observer.registry.rooms(order="size")).rooms] == [
+        "lobby",
+        "games",
+    ]
+    assert await observer.registry.room_size("lobby") == 2
+    members = {m.channel: m for m in await observer.registry.members("lobby")}
+    assert set(members) == {ca, cb}
+    assert members[ca].node == a.node_id
+    assert members[cb].node == b.node_id
+    assert members[ca].metadata == {"user_id": 7, "name": "Ann"}
+    assert abs(members[ca].joined.timestamp() - time.time()) < 5
+    assert set(await observer.registry.groups_of(cb)) == {"lobby", "games"}
+    nodes_seen = {node.id: node for node in await observer.registry.nodes()}
+    assert {a.node_id, b.node_id} <= set(nodes_seen)
+    assert nodes_seen[a.node_id].pid == os.getpid()
+    assert nodes_seen[a.node_id].prefix == a.config.prefix
+    assert [info.channel for info in await observer.registry.node_channels(b.node_id)] == [cb]
+
+
+async def test_the_sync_facade_gives_the_same_answers(nodes):
+    a, observer = nodes[0], nodes[2]
+    channel = await a.new_channel()
+    await a.group_add("sync-room", channel)
+    sync = observer.sync_registry
+    assert await asyncio.to_thread(sync.room_size, "sync-room") == 1
+    assert await asyncio.to_thread(sync.members, "sync-room") == await observer.registry.members(
+        "sync-room"
+    )
+    assert (await asyncio.to_thread(sync.rooms)).rooms == (await observer.registry.rooms()).rooms
+    assert await asyncio.to_thread(sync.groups_of, channel) == await observer.registry.groups_of(
+        channel
+    )
+
+
+async def test_discard_and_a_clean_shutdown_remove_records_at_once(make_layer):
+    a, observer = make_layer(), make_layer()
+    c1, c2 = await a.new_channel(), await a.new_channel()
+    await a.group_add("r", c1)
+    await a.group_add("r", c2)
+    await a.group_discard("r", c1)
+    assert [m.channel for m in await observer.registry.members("r")] == [c2]
+    node_id = a.node_id
+    await a.close()
+    assert await observer.registry.room_size("r") == 0
+    assert (await observer.registry.rooms()).rooms == ()
+    assert node_id not in {node.id for node in await observer.registry.nodes()}
+    assert await observer.registry.node_channels(node_id) == []
+
+
+async def test_memberships_past_group_expiry_leave_the_answers(make_layer):
+    layer = make_layer(group_expiry=0.3, heartbeat_interval=0.1, node_ttl=5)
+    channel = await layer.new_channel()
+    await layer.group_add("brief", channel)
+    await asyncio.sleep(0.4)  # the behaviour under test is the passing of time
+    assert await layer.registry.room_size("brief") == 0
+    assert await layer.registry.members("brief") == []
+    assert await layer.registry.groups_of(channel) == {}
+    await eventually(lambda: "brief" not in layer.stats().groups)
+
+
+async def test_rooms_are_paginated_sorted_and_filtered(layer):
+    channel = await layer.new_channel()
+    names = [f"room-{i:04d}" for i in range(1500)] + ["other-1", "other-2"]
+    calls = [layer._node().calls.join(name, channel, layer.node_id) for name in names]
+    await layer._node().registry.run_all(calls)  # 1500 memberships in one round trip
+    seen, offset = [], 0
+    while offset is not None:
+        page = await layer.registry.rooms(limit=400, offset=offset)
+        seen += [room.name for room in page.rooms]
+        offset = page.next_offset
+    assert seen == sorted(names)
+    assert page.total == len(names)
+    filtered = await layer.registry.rooms(pattern="other-*")
+    assert [room.name for room in filtered.rooms] == ["other-1", "other-2"]
+    assert [r.name for r in (await layer.registry.rooms(pattern="room-00[12]?")).rooms] == [
+        f"room-00{i}" for i in range(10, 30)
+    ]
+
+
+def test_glob_to_lua_escapes_lua_magic_characters():
+    assert glob_to_lua("chat.*") == "^chat%..*$"
+    assert glob_to_lua("a-b?") == "^a%-b.$"
+    assert glob_to_lua("[!x]y") == "^[^x]y$"
+
+
+async def test_group_add_for_a_remote_channel_is_confirmed_before_it_returns(nodes):
+    owner, other = nodes[0], nodes[1]
+    for attempt in range(20):
+        channel = await owner.new_channel()
+        await other.group_add(f"remote-{attempt}", channel)
+        assert f"remote-{attempt}" in owner.stats().groups  # the owner holds it already
+        await nodes[2].group_send(f"remote-{attempt}", {"type": "m", "n": attempt})
+        assert (await within(owner.receive(channel), 2))["n"] == attempt
+    last = f"remote-{attempt}"
+    await other.group_discard(last, channel)
+    assert last not in owner.stats().groups
+    await nodes[2].group_send(last, {"type": "m"})
+    await nothing_arrives(owner, channel)
+
+
+async def test_disconnect_reaches_a_channel_on_another_node(nodes):
+    owner, admin = nodes[0], nodes[1]
+    channel = await owner.new_channel()
+    assert await admin.disconnect(channel) is True
+    assert await within(owner.receive(channel)) == {"type": "broadcast.disconnect"}
+
+
+async def test_operations_on_channels_of_a_gone_node_are_documented_no_ops(nodes, make_layer):
+    gone = make_layer()
+    channel = await gone.new_channel()
+    await gone.close()
+    assert await nodes[0].disconnect(channel) is False
+    await nodes[0].group_add("nobody", channel)  # no owner to hold it: nothing recorded
+    assert await nodes[0].registry.room_size("nobody") == 0
+
+
+async def test_bad_input_raises_and_writes_nothing(layer):
+    channel = await layer.new_channel()
+    await layer.group_add("kept", channel)
+    before = await layer.registry.channel(channel)
+    with pytest.raises(TypeError):
+        await layer.registry.members("bad name")
+    with pytest.raises(TypeError):
+        await layer.registry.room_size("x" * 200)
+    with pytest.raises(ValueError, match="order"):
+        await layer.registry.rooms(order="popularity")
+    with pytest.raises(ValueError, match="limit"):
+        await layer.registry.rooms(limit=0)
+    with pytest.raises(TypeError, match="dict"):
+        await layer.set_channel_metadata(channel, ["not", "a", "dict"])
+    with pytest.raises(TypeError, match="JSON"):
+        await layer.set_channel_metadata(channel, {"when": object()})
+    with pytest.raises(ValueError, match="limit"):
+        await layer.set_channel_metadata(channel, {"blob": "x" * 10_000})
+    with pytest.raises(ValueError, match="process-specific"):
+        await layer.set_channel_metadata("normal.channel", {"a": 1})
+    with pytest.raises(TypeError):
+        await layer.disconnect("bad name!")
+    assert await layer.registry.channel(channel) == before
+
+
+async def test_concurrent_churn_leaves_the_registry_equal_to_the_nodes_local_state(nodes):
+    rng = random.Random()
+    groups = [f"churn{i}" for i in range(5)]
+    channels = {i: [await nodes[i].new_channel() for _ in range(4)] for i in range(3)}
+    everyone = [c for chans in channels.values() for c in chans]
+
+    async def churn(index: int) -> None:
+        for _ in range(40):
+            group, channel = rng.choice(groups), rng.choice(everyone)  # remote ones too
+            if rng.random() < 0.55:
+                await nodes[index].group_add(group, channel)
+            else:
+                await nodes[index].group_discard(group, channel)
+
+    await asyncio.gather(*(churn(i) for i in range(3) for _ in range(3)))
+    for group in groups:
+        local = set().union(*(nodes[i].local_members(group) for i in range(3)))
+        registered = {m.channel for m in await nodes[0].registry.members(group)}
+        assert registered == local, group
+        assert await nodes[0].registry.room_size(group) == len(local)
+    listed = {room.name: room.size for room in (await nodes[0].registry.rooms()).rooms}
+    expected = {g: len(set().union(*(n.local_members(g) for n in nodes))) for g in groups}
+    assert listed == {g: size for g, size in expected.items() if size}
+
+
+class NodeProcess:
+    """A layer in a separate OS process, driven through stdin/stdout."""
+
+    def __init__(self, url: str, prefix: str, ttl: float, heartbeat: float) -> None:
+        env = {**os.environ, "NODE_TTL": str(ttl), "HEARTBEAT": str(heartbeat)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.node_process", url, prefix],
+            cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert self.ask_line() == {"ready": True}
+
+    def ask_line(self) -> dict:
+        line = self.process.stdout.readline()
+        assert line, "node process exited"
+        return json.loads(line)
+
+    def ask(self, **command) -> dict:
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+        return self.ask_line()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            self.process.wait(10)
+        self.process.stdout.close()
+
+
+@pytest.fixture
+def node_processes(redis_url, prefix):
+    started: list[NodeProcess] = []
+
+    def start(ttl: float = 15, heartbeat: float = 5) -> NodeProcess:
+        started.append(NodeProcess(redis_url, prefix, ttl, heartbeat))
+        return started[-1]
+
+    yield start
+    for node in started:
+        if node.process.poll() is None:
+            node.stop()
+        else:
+            node.process.stdout.close()
+            node.process.stdin.close()
+
+
+async def test_memberships_of_node_processes_are_visible_from_a_process_with_no_channel(
+    node_processes, make_layer
+):
+    first, second = await asyncio.to_thread(node_processes), await asyncio.to_thread(node_processes)
+    c1 = (await asyncio.to_thread(first.ask, op="new_channel"))["channel"]
+    c2 = (await asyncio.to_thread(second.ask, op="new_channel"))["channel"]
+    await asyncio.to_thread(first.ask, op="group_add", group="shared", channel=c1)
+    await asyncio.to_thread(second.ask, op="group_add", group="shared", channel=c2)
+    observer = make_layer()
+    assert {m.channel for m in await observer.registry.members("shared")} == {c1, c2}
+    assert len(await observer.registry.nodes()) == 2
+    assert observer.stats().channels == 0
+
+
+async def test_a_killed_node_drops_out_within_the_ttl_and_is_reaped(node_processes, make_layer):
+    ttl, heartbeat = 1.0, 0.2
+    survivor = await asyncio.to_thread(node_processes, ttl, heartbeat)
+    victim = await asyncio.to_thread(node_processes, ttl, heartbeat)
+    keep = (await asyncio.to_thread(survivor.ask, op="new_channel"))["channel"]
+    doomed = await asyncio.to_thread(victim.ask, op="new_channel")
+    for group in ("a", "b"):
+        await asyncio.to_thread(survivor.ask, op="group_add", group=group, channel=keep)
+        await asyncio.to_thread(victim.ask, op="group_add", group=group, channel=doomed["channel"])
+    observer = make_layer(node_ttl=ttl, heartbeat_interval=heartbeat)
+    assert await observer.registry.room_size("a") == 2
+    victim.process.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    victim.process.wait(5)
+
+    async def gone() -> bool:
+        live = {node.id for node in await observer.registry.nodes()}
+        members = {m.channel for m in await observer.registry.members("a")}
+        return doomed["node"] not in live and members == {keep}
+
+    await eventually(gone)
+    assert time.monotonic() - killed_at <= ttl + 0.5
+    # reaped, not just hidden: sizes, the room index and its channel records are gone
+
+    async def reaped() -> bool:
+        return await observer.registry.room_size("a") == 1
+
+    await eventually(reaped)
+    assert {r.name: r.size for r in (await observer.registry.rooms()).rooms} == {"a": 1, "b": 1}
+    assert await observer.registry.node_channels(doomed["node"]) == []
