@@ -33,8 +33,15 @@ def _start_nodes(env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
     return processes
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
-    """Run the demo until Ctrl-C; return the exit status."""
+    """Run the demo until Ctrl-C (or SIGTERM); return the exit status."""
+    # Explicit handlers: a shell that starts us in the background ignores SIGINT.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     redis_url = os.environ.get("REDIS_URL")
     embedded = None
     if not redis_url:
