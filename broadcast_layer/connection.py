@@ -14,7 +14,7 @@ import enum
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 import redis.sentinel
@@ -24,6 +24,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .exceptions import RedisUnavailable
+from .scripts import Call
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +101,26 @@ def sync_redis_errors() -> Iterator[None]:
         yield
     except (RedisConnectionError, RedisTimeoutError) as exc:
         raise RedisUnavailable(f"Redis is unreachable: {exc}") from exc
+
+
+class SyncHost:
+    """A synchronous client to one host, with its scripts registered once (thread-safe)."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.client = make_sync_client(spec)
+        self._scripts: dict[str, Any] = {}
+
+    def run(self, call: Call[T]) -> T:
+        """Run one script call; connection errors become :class:`RedisUnavailable`."""
+        script = self._scripts.get(call.script)
+        if script is None:
+            script = self._scripts[call.script] = self.client.register_script(call.script)
+        with sync_redis_errors():
+            return call.parse(script(keys=list(call.keys), args=list(call.args)))
+
+    def close(self) -> None:
+        """Close the client's connections."""
+        self.client.close()
 
 
 class State(enum.Enum):

@@ -21,7 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .conf import DEFAULT_MAX_MESSAGE_SIZE, LayerConfig, build_config
-from .exceptions import ConfigurationError, RedisUnavailable
+from .exceptions import ConfigurationError, MessageTooLarge, RedisUnavailable
 from .node import Node, NodeStats
 from .registry import Call, Registry, SyncRegistry
 
@@ -37,11 +37,6 @@ async def _redis_errors() -> AsyncIterator[None]:
         yield
     except (RedisConnectionError, RedisTimeoutError) as exc:
         raise RedisUnavailable(f"Redis is unreachable: {exc}") from exc
-
-
-def _check_message(message: Any) -> None:
-    if not isinstance(message, dict):
-        raise TypeError(f"Messages must be dicts, got {type(message).__name__}")
 
 
 class BroadcastChannelLayer(BaseChannelLayer):  # type: ignore[misc]
@@ -149,10 +144,10 @@ class BroadcastChannelLayer(BaseChannelLayer):  # type: ignore[misc]
         Raises ``TypeError`` for an invalid name or message, ``ChannelFull`` when the
         channel is at capacity, ``MessageTooLarge``, and ``RedisUnavailable``.
         """
-        _check_message(message)
         self.require_valid_channel_name(channel)
+        data = self.encode(message)
         async with _redis_errors():
-            await self._node().send(channel, message)
+            await self._node().send(channel, data)
 
     async def receive(self, channel: str) -> dict[str, Any]:
         """Wait for and return the next message on a channel.
@@ -193,10 +188,28 @@ class BroadcastChannelLayer(BaseChannelLayer):  # type: ignore[misc]
 
         Returns the number of nodes that received the publish.
         """
-        _check_message(message)
         self.require_valid_group_name(group)
+        data = self.encode(message)
         async with _redis_errors():
-            return await self._node().group_send(group, message)
+            return await self._node().group_send(group, data)
+
+    def encode(self, message: dict[str, Any]) -> bytes:
+        """Serialize a message as every node expects it (same for the emitter).
+
+        Raises ``TypeError`` for a non-dict or unserializable message and
+        ``MessageTooLarge`` above ``max_message_size``.
+        """
+        if not isinstance(message, dict):
+            raise TypeError(f"Messages must be dicts, got {type(message).__name__}")
+        try:
+            data: bytes = self.serializer.serialize(message)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise TypeError(f"Message cannot be serialized: {exc}") from None
+        if len(data) > self.config.max_message_size:
+            raise MessageTooLarge(
+                f"Message is {len(data)} bytes; max_message_size is {self.config.max_message_size}"
+            )
+        return data
 
     # -- registry and remote operations ------------------------------------------------
 

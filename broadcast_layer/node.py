@@ -32,10 +32,11 @@ from .connection import (
     make_client,
     raise_if_cancelled,
 )
-from .exceptions import ChannelFull, MessageTooLarge, RedisUnavailable
+from .exceptions import ChannelFull, RedisUnavailable
 from .keys import Keys, node_of, shard_index
 from .mailbox import Letter, Mailbox, expired
-from .registry import Call, RegistryCalls
+from .registry import RegistryCalls
+from .scripts import Call
 from .subscriptions import Subscriptions
 
 logger = logging.getLogger(__name__)
@@ -66,8 +67,6 @@ class Host:
                  backoff: tuple[float, float]) -> None:  # fmt: skip
         self.client = make_client(spec)
         self.subscriber = Subscriber(spec, on_message, backoff)
-        self.send_to_node: AsyncScript = self.client.register_script(scripts.SEND_TO_NODE)
-        self.push: AsyncScript = self.client.register_script(scripts.PUSH)
         self._scripts: dict[str, AsyncScript] = {}
 
     def _script(self, source: str) -> AsyncScript:
@@ -137,18 +136,6 @@ class Node:
         """The host a group, a normal channel or a node id is placed on."""
         return self._hosts[shard_index(name, len(self._hosts))]
 
-    def encode(self, message: dict[str, Any]) -> bytes:
-        """Serialize once; raise TypeError if impossible, MessageTooLarge if too big."""
-        try:
-            data: bytes = self._serializer.serialize(message)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise TypeError(f"Message cannot be serialized: {exc}") from None
-        if len(data) > self.config.max_message_size:
-            raise MessageTooLarge(
-                f"Message is {len(data)} bytes; max_message_size is {self.config.max_message_size}"
-            )
-        return data
-
     def _decode(self, data: bytes) -> dict[str, Any]:
         message: dict[str, Any] = self._serializer.deserialize(data)
         return message
@@ -197,32 +184,16 @@ class Node:
             self._listening = True
             self._start_background()
 
-    async def send(self, channel: str, message: dict[str, Any]) -> None:
-        """Send to one channel; raise ChannelFull when it is at capacity."""
-        data = self.encode(message)
-        capacity = self.config.capacity_for(channel)
-        if "!" not in channel:
-            stamped = b"%013d" % int(time.time() * 1000) + data
-            queued = await self.host_for(channel).push(
-                keys=[self.keys.queue(channel)],
-                args=[capacity, self._expiry_ms, stamped[:13], stamped],
-            )
-            if not queued:
-                raise ChannelFull(channel)
-            return
+    async def send(self, channel: str, data: bytes) -> None:
+        """Send a serialized message to one channel; raise ChannelFull at capacity."""
         owner = node_of(channel)
-        if owner == self.id:
-            mailbox = self.mailboxes.get(channel)
-            letter = Letter(time.monotonic() + self.config.expiry, self._decode(data), False)
-            if mailbox is not None and not mailbox.put(letter):
-                raise ChannelFull(channel)
+        if owner != self.id:
+            name, call = channel_send_call(self.keys, self.config, channel, data)
+            await self.host_for(name).run(call)
             return
-        reached = await self.host_for(owner).send_to_node(
-            keys=[self.keys.inflight(channel)],
-            args=[capacity, self._expiry_ms, self.keys.node_channel(owner),
-                  channel.encode() + b"\n" + data],
-        )  # fmt: skip
-        if reached == -1:
+        mailbox = self.mailboxes.get(channel)
+        letter = Letter(time.monotonic() + self.config.expiry, self._decode(data), False)
+        if mailbox is not None and not mailbox.put(letter):
             raise ChannelFull(channel)
 
     async def receive(self, channel: str) -> dict[str, Any]:
@@ -369,9 +340,8 @@ class Node:
             raise ValueError(f"metadata is {size} bytes of JSON; the limit is {MAX_METADATA_BYTES}")
         await self.registry.run(self.calls.set_metadata(channel, owner, metadata))
 
-    async def group_send(self, group: str, message: dict[str, Any]) -> int:
-        """Publish once to the group's channel; return how many nodes received it."""
-        data = self.encode(message)
+    async def group_send(self, group: str, data: bytes) -> int:
+        """Publish a serialized message once to the group's channel; return nodes reached."""
         reached: int = await self.host_for(group).client.publish(
             self.keys.group_channel(group), data
         )
@@ -483,14 +453,14 @@ class Node:
                 if not mailbox.put(Letter(deadline, copy_of(), False)):
                     self.dropped += 1
             else:  # a normal channel, or a local one not receiving yet
-                self._spawn(self._forward(channel, copy_of()))
+                self._spawn(self._forward(channel, data))
         if stale:
             emptied = [group for channel in stale if self.subscriptions.discard(group, channel)]
             self._spawn(self._unsubscribe(emptied))
 
-    async def _forward(self, channel: str, message: dict[str, Any]) -> None:
+    async def _forward(self, channel: str, data: bytes) -> None:
         try:
-            await self.send(channel, message)
+            await self.send(channel, data)
         except ChannelFull:
             self.dropped += 1
         except CONNECTION_ERRORS as exc:
@@ -579,6 +549,35 @@ class Node:
                     await self.registry.run(self.calls.reap([self.id]))
         for host in self._hosts:
             await host.close()
+
+
+def channel_send_call(
+    keys: Keys, config: LayerConfig, channel: str, data: bytes
+) -> tuple[str, Call[int]]:
+    """The script that sends ``data`` to a channel through Redis, and the name to shard by.
+
+    A normal channel is a Redis list (PUSH); a process-specific one is published to its
+    owning node after the in-flight count is checked (SEND_TO_NODE). The call's result
+    is the number of nodes reached (1 for a queued message); it raises ChannelFull.
+    """
+    capacity, expiry_ms = config.capacity_for(channel), int(config.expiry * 1000)
+    owner = node_of(channel)
+    if owner is None:
+        stamped = b"%013d" % int(time.time() * 1000) + data
+        args = [capacity, expiry_ms, stamped[:13], stamped]
+        return channel, Call(scripts.PUSH, [keys.queue(channel)], args, _full_if(0, channel))
+    payload = channel.encode() + b"\n" + data
+    args = [capacity, expiry_ms, keys.node_channel(owner), payload]
+    return owner, Call(scripts.SEND_TO_NODE, [keys.inflight(channel)], args, _full_if(-1, channel))
+
+
+def _full_if(full: int, channel: str) -> Callable[[Any], int]:
+    def parse(reply: Any) -> int:
+        if int(reply) == full:
+            raise ChannelFull(channel)
+        return int(reply)
+
+    return parse
 
 
 async def _nothing() -> None:

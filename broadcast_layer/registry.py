@@ -12,16 +12,17 @@ import json
 import os
 import re
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from channels.layers import BaseChannelLayer
 
 from . import scripts
 from .conf import LayerConfig
 from .keys import Keys, node_of
+from .scripts import Call
 
 if TYPE_CHECKING:
     from .layer import BroadcastChannelLayer
@@ -94,16 +95,6 @@ class NodeInfo:
     heartbeat: datetime
     channels: int
     prefix: str
-
-
-@dataclass(frozen=True)
-class Call(Generic[T]):
-    """One registry script call and the function that turns its reply into a result."""
-
-    script: str
-    keys: Sequence[str]
-    args: Sequence[Any]
-    parse: Callable[[Any], T]
 
 
 def _time(value: Any) -> datetime:
@@ -364,20 +355,13 @@ class SyncRegistry:
     """
 
     def __init__(self, config: LayerConfig) -> None:
-        from .connection import make_sync_client
+        from .connection import SyncHost
 
         self.calls = RegistryCalls(config)
-        self._client = make_sync_client(config.hosts[0])
-        self._scripts: dict[str, Any] = {}
+        self._host = SyncHost(config.hosts[0])
 
     def _run(self, call: Call[T]) -> T:
-        from .connection import sync_redis_errors
-
-        script = self._scripts.get(call.script)
-        if script is None:
-            script = self._scripts[call.script] = self._client.register_script(call.script)
-        with sync_redis_errors():
-            return call.parse(script(keys=list(call.keys), args=list(call.args)))
+        return self._host.run(call)
 
     def rooms(
         self, pattern: str | None = None, order: Order = "name", offset: int = 0, limit: int = 50
@@ -413,7 +397,7 @@ class SyncRegistry:
 
     def close(self) -> None:
         """Close the client's connections."""
-        self._client.close()
+        self._host.close()
 
 
 def get_registry(alias: str = "default") -> SyncRegistry:

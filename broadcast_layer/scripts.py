@@ -1,4 +1,26 @@
-"""Lua scripts run by the layer; each is registered once per client (``register_script``)."""
+"""Lua scripts run by the layer, and :class:`Call`: one script call plus how to read its reply.
+
+Each script is registered once per client (``register_script``) and run by EVALSHA.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One script call and the function that turns its reply into a result."""
+
+    script: str
+    keys: Sequence[str]
+    args: Sequence[Any]
+    parse: Callable[[Any], T]
+
 
 # KEYS[1] in-flight counter of a process-specific channel.
 # ARGV: capacity, expiry (ms), the owning node's pub/sub channel, payload.
