@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+from .emitter import all_group, user_group
 
 
 class RemoteControlMixin:
     """Mix into an ``AsyncWebsocketConsumer`` (before it in the bases).
 
+    - on connect the channel joins ``ALL_GROUP`` and, for a logged-in user, that
+      user's ``USER_GROUP``, so the emitter's ``all()`` and ``user()`` reach it;
+    - ``broadcast.message`` (the emitter's and ``manage.py broadcast``'s default type)
+      is forwarded to the client as a JSON text frame;
     - ``broadcast.disconnect`` (sent by ``layer.disconnect(channel)`` from any process,
       e.g. the admin) closes the WebSocket;
     - on disconnect the channel leaves every group it is in, as the registry records
@@ -18,6 +25,25 @@ class RemoteControlMixin:
 
     channel_layer: Any
     channel_name: str
+    scope: dict[str, Any]
+
+    def broadcast_groups(self) -> list[str]:
+        """The groups joined on connect: everyone's, and the user's when logged in."""
+        groups = [all_group()]
+        user = self.scope.get("user")
+        if user is not None and getattr(user, "is_authenticated", False):
+            groups.append(user_group(user.pk))
+        return groups
+
+    async def websocket_connect(self, message: dict[str, Any]) -> None:
+        if self.channel_layer is not None:
+            for group in self.broadcast_groups():
+                await self.channel_layer.group_add(group, self.channel_name)
+        await super().websocket_connect(message)  # type: ignore[misc]
+
+    async def broadcast_message(self, event: dict[str, Any]) -> None:
+        """Handle ``broadcast.message``: forward it to the client as JSON."""
+        await self.send(text_data=json.dumps(event))  # type: ignore[attr-defined]
 
     async def broadcast_disconnect(self, event: dict[str, Any]) -> None:
         """Handle ``broadcast.disconnect``: close the connection (code 4000 by default)."""

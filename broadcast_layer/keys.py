@@ -38,10 +38,9 @@ class Keys:
         """Sorted set of a group's members (channel -> join time)."""
         return f"{self.prefix}:members:{{{group}}}"
 
-    @property
-    def members_prefix(self) -> str:
-        """``members(group)`` is this + group + ``}`` (for Lua scripts that build it)."""
-        return f"{self.prefix}:members:{{"
+    def member_nodes(self, group: str) -> str:
+        """Hash of the nodes holding a group's members: node id -> how many."""
+        return f"{self.prefix}:members:{{{group}}}:nodes"
 
     @property
     def rooms_by_name(self) -> str:

@@ -25,7 +25,7 @@ from .exceptions import ConfigurationError, MessageTooLarge, RedisUnavailable
 from .node import Node, NodeStats
 from .registry import Call, Registry, SyncRegistry
 
-__all__ = ["BroadcastChannelLayer"]
+__all__ = ["BroadcastChannelLayer", "get_layer"]
 
 _PREFIX_RE = re.compile(r"^[a-zA-Z\d\-_.]+$")
 
@@ -265,3 +265,20 @@ class BroadcastChannelLayer(BaseChannelLayer):  # type: ignore[misc]
         node = self._nodes.pop(asyncio.get_running_loop(), None)
         if node is not None:
             await node.close()
+
+
+def get_layer(alias: str = "default") -> BroadcastChannelLayer:
+    """The layer configured as ``CHANNEL_LAYERS[alias]``.
+
+    Raises ``ValueError`` when the alias is missing or is not a BroadcastChannelLayer.
+    """
+    from channels.layers import channel_layers
+
+    if alias not in channel_layers:
+        raise ValueError(f"No channel layer {alias!r} in CHANNEL_LAYERS")
+    layer = channel_layers[alias]
+    if not isinstance(layer, BroadcastChannelLayer):
+        raise ValueError(
+            f"CHANNEL_LAYERS[{alias!r}] is {type(layer).__name__}, not BroadcastChannelLayer"
+        )
+    return layer

@@ -184,17 +184,22 @@ class Node:
             self._listening = True
             self._start_background()
 
-    async def send(self, channel: str, data: bytes) -> None:
-        """Send a serialized message to one channel; raise ChannelFull at capacity."""
+    async def send(self, channel: str, data: bytes) -> int:
+        """Send a serialized message to one channel; raise ChannelFull at capacity.
+
+        Returns how many nodes took it (0: the owning node is gone; 1 for a queue).
+        """
         owner = node_of(channel)
         if owner != self.id:
             name, call = channel_send_call(self.keys, self.config, channel, data)
-            await self.host_for(name).run(call)
-            return
+            return await self.host_for(name).run(call)
         mailbox = self.mailboxes.get(channel)
+        if mailbox is None:
+            return 0
         letter = Letter(time.monotonic() + self.config.expiry, self._decode(data), False)
-        if mailbox is not None and not mailbox.put(letter):
+        if not mailbox.put(letter):
             raise ChannelFull(channel)
+        return 1
 
     async def receive(self, channel: str) -> dict[str, Any]:
         """Wait for the next message on a channel (FIFO for a single reader)."""

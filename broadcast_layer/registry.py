@@ -48,10 +48,11 @@ MAX_PAGE = 1000
 
 @dataclass(frozen=True)
 class Room:
-    """A group with members, and how many."""
+    """A group with members: how many, and on how many nodes."""
 
     name: str
     size: int
+    nodes: int = 0
 
 
 @dataclass(frozen=True)
@@ -153,8 +154,8 @@ class RegistryCalls:
         return Call(
             script,
             [keys.members(group), keys.rooms_by_size, keys.rooms_by_name,
-             keys.node_channels(node_id)],
-            [group, channel],
+             keys.node_channels(node_id), keys.member_nodes(group)],
+            [group, channel, node_id],
             int,
         )  # fmt: skip
 
@@ -172,7 +173,7 @@ class RegistryCalls:
         return Call(
             scripts.CLOSE,
             [keys.node_channels(node_id), keys.rooms_by_size, keys.rooms_by_name],
-            [keys.prefix, channel],
+            [keys.prefix, channel, node_id],
             int,
         )
 
@@ -212,9 +213,10 @@ class RegistryCalls:
             raise ValueError(f"limit must be 1..{MAX_PAGE} and offset >= 0")
 
         def parse(reply: list[Any]) -> RoomPage:
-            pairs = reply[2:]
+            flat = reply[2:]
             rooms = tuple(
-                Room(_text(pairs[i]), int(float(pairs[i + 1]))) for i in range(0, len(pairs), 2)
+                Room(_text(flat[i]), int(float(flat[i + 1])), int(flat[i + 2]))
+                for i in range(0, len(flat), 3)
             )
             next_offset = int(reply[1])
             return RoomPage(rooms, int(reply[0]), None if next_offset < 0 else next_offset)
@@ -223,7 +225,7 @@ class RegistryCalls:
         return Call(
             scripts.ROOMS,
             [self.keys.rooms_by_name, self.keys.rooms_by_size],
-            [order, offset, limit, lua_pattern, SCAN_BUDGET],
+            [order, offset, limit, lua_pattern, SCAN_BUDGET, self.keys.prefix],
             parse,
         )
 
@@ -401,19 +403,10 @@ class SyncRegistry:
 
 
 def get_registry(alias: str = "default") -> SyncRegistry:
-    """A :class:`SyncRegistry` for ``CHANNEL_LAYERS[alias]`` (cached per alias).
+    """A :class:`SyncRegistry` for ``CHANNEL_LAYERS[alias]`` (one per layer, reused).
 
     Raises ``ValueError`` when the alias is missing or is not a BroadcastChannelLayer.
     """
-    from channels.layers import channel_layers
+    from .layer import get_layer
 
-    from .layer import BroadcastChannelLayer
-
-    if alias not in channel_layers:
-        raise ValueError(f"No channel layer {alias!r} in CHANNEL_LAYERS")
-    layer = channel_layers[alias]
-    if not isinstance(layer, BroadcastChannelLayer):
-        raise ValueError(
-            f"CHANNEL_LAYERS[{alias!r}] is {type(layer).__name__}, not BroadcastChannelLayer"
-        )
-    return layer.sync_registry
+    return get_layer(alias).sync_registry

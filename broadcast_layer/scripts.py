@@ -67,6 +67,10 @@ return 1
 """
 
 
+def _registry_script(body: str) -> str:
+    return _PRELUDE + body
+
+
 # -- the room registry -----------------------------------------------------------------
 # Shared Lua helpers, prepended to each registry script. A membership lives in two
 # places: the group's sorted set (member -> join time) and the record of the channel
@@ -89,48 +93,52 @@ local function count_leave(by_size, by_name, group)
     redis.call('ZREM', by_name, group)
   end
 end
-local function leave(prefix, by_size, by_name, group, channel)
-  if redis.call('ZREM', prefix .. ':members:{' .. group .. '}', channel) == 1 then
-    count_leave(by_size, by_name, group)
+local function count_node_leave(nodes_key, node)
+  if tonumber(redis.call('HINCRBY', nodes_key, node, -1)) <= 0 then
+    redis.call('HDEL', nodes_key, node)
   end
 end
-local function forget_channels(prefix, by_size, by_name, channels_key)
+local function leave(prefix, by_size, by_name, group, channel, node)
+  local members = prefix .. ':members:{' .. group .. '}'
+  if redis.call('ZREM', members, channel) == 1 then
+    count_leave(by_size, by_name, group)
+    count_node_leave(members .. ':nodes', node)
+  end
+end
+local function forget_channels(prefix, by_size, by_name, channels_key, node)
   local all = redis.call('HGETALL', channels_key)
   for i = 1, #all, 2 do
     for group, _ in pairs(decode(all[i + 1]).g) do
-      leave(prefix, by_size, by_name, group, all[i])
+      leave(prefix, by_size, by_name, group, all[i], node)
     end
   end
   redis.call('DEL', channels_key)
 end
 """
 
-# KEYS: members(G), rooms by-size, rooms by-name, node channels(N). ARGV: group, channel.
-# Returns 1 for a new membership, 0 for a refreshed one.
-JOIN = (
-    _PRELUDE
-    + """
+# KEYS: members(G), rooms by-size, rooms by-name, node channels(N), member nodes(G).
+# ARGV: group, channel, node. Returns 1 for a new membership, 0 for a refreshed one.
+JOIN = _registry_script("""
 local t = now()
 local new = redis.call('ZADD', KEYS[1], t, ARGV[2])
 if new == 1 then
   redis.call('ZINCRBY', KEYS[2], 1, ARGV[1])
   redis.call('ZADD', KEYS[3], 0, ARGV[1])
+  redis.call('HINCRBY', KEYS[5], ARGV[3], 1)
 end
 local record = decode(redis.call('HGET', KEYS[4], ARGV[2]))
 record.t = record.t or t
 record.g[ARGV[1]] = t
 redis.call('HSET', KEYS[4], ARGV[2], cjson.encode(record))
 return new
-"""
-)
+""")
 
 # Same KEYS and ARGV as JOIN. Returns 1 if a membership was removed.
-LEAVE = (
-    _PRELUDE
-    + """
+LEAVE = _registry_script("""
 local removed = redis.call('ZREM', KEYS[1], ARGV[2])
 if removed == 1 then
   count_leave(KEYS[2], KEYS[3], ARGV[1])
+  count_node_leave(KEYS[5], ARGV[3])
 end
 local raw = redis.call('HGET', KEYS[4], ARGV[2])
 if raw then
@@ -139,62 +147,47 @@ if raw then
   redis.call('HSET', KEYS[4], ARGV[2], cjson.encode(record))
 end
 return removed
-"""
-)
+""")
 
 # KEYS: node channels(N). ARGV: channel. Records a new channel (never overwrites).
-OPEN = (
-    _PRELUDE
-    + """
+OPEN = _registry_script("""
 return redis.call('HSETNX', KEYS[1], ARGV[1], cjson.encode({t = now()}))
-"""
-)
+""")
 
-# KEYS: node channels(N), rooms by-size, rooms by-name. ARGV: prefix, channel.
+# KEYS: node channels(N), rooms by-size, rooms by-name. ARGV: prefix, channel, node.
 # Removes the channel from every group and forgets it.
-CLOSE = (
-    _PRELUDE
-    + """
+CLOSE = _registry_script("""
 local raw = redis.call('HGET', KEYS[1], ARGV[2])
 if not raw then return 0 end
 for group, _ in pairs(decode(raw).g) do
-  leave(ARGV[1], KEYS[2], KEYS[3], group, ARGV[2])
+  leave(ARGV[1], KEYS[2], KEYS[3], group, ARGV[2], ARGV[3])
 end
 return redis.call('HDEL', KEYS[1], ARGV[2])
-"""
-)
+""")
 
 # KEYS: node channels(N). ARGV: channel, metadata JSON. Attaches metadata to a channel.
-SET_METADATA = (
-    _PRELUDE
-    + """
+SET_METADATA = _registry_script("""
 local record = decode(redis.call('HGET', KEYS[1], ARGV[1]))
 record.t = record.t or now()
 record.m = cjson.decode(ARGV[2])
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(record))
 return 1
-"""
-)
+""")
 
 # KEYS: node(N), nodes index. ARGV: id, host, pid, started, channels, prefix, ttl (s).
-HEARTBEAT = (
-    _PRELUDE
-    + """
+HEARTBEAT = _registry_script("""
 local t = now()
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'host', ARGV[2], 'pid', ARGV[3],
            'started', ARGV[4], 'heartbeat', t, 'channels', ARGV[5], 'prefix', ARGV[6])
 redis.call('PEXPIRE', KEYS[1], math.floor(tonumber(ARGV[7]) * 1000))
 redis.call('ZADD', KEYS[2], t, ARGV[1])
 return 1
-"""
-)
+""")
 
 # KEYS: nodes index, rooms by-size, rooms by-name. ARGV: prefix, ttl (s), max, [node ids].
 # Without node ids, reaps up to `max` nodes whose heartbeat is older than the TTL;
 # with them, retires exactly those (a clean shutdown). Returns the reaped ids.
-REAP = (
-    _PRELUDE
-    + """
+REAP = _registry_script("""
 local nodes = {}
 if #ARGV > 3 then
   for i = 4, #ARGV do nodes[#nodes + 1] = ARGV[i] end
@@ -203,28 +196,22 @@ else
                      'LIMIT', 0, tonumber(ARGV[3]))
 end
 for _, id in ipairs(nodes) do
-  forget_channels(ARGV[1], KEYS[2], KEYS[3], ARGV[1] .. ':node:{' .. id .. '}:channels')
+  forget_channels(ARGV[1], KEYS[2], KEYS[3], ARGV[1] .. ':node:{' .. id .. '}:channels', id)
   redis.call('DEL', ARGV[1] .. ':node:{' .. id .. '}')
   redis.call('ZREM', KEYS[1], id)
 end
 return nodes
-"""
-)
+""")
 
 # KEYS: members(G). ARGV: group_expiry (s). Counts unexpired memberships.
-ROOM_SIZE = (
-    _PRELUDE
-    + """
+ROOM_SIZE = _registry_script("""
 return redis.call('ZCOUNT', KEYS[1], '(' .. (now() - tonumber(ARGV[1])), '+inf')
-"""
-)
+""")
 
 # KEYS: members(G), nodes index. ARGV: prefix, group_expiry (s), ttl (s).
 # Returns flat [channel, joined, node, record JSON] for unexpired members of live nodes
 # (normal channels, which belong to no node, come with node "" and no record).
-MEMBERS = (
-    _PRELUDE
-    + """
+MEMBERS = _registry_script("""
 local t = now()
 local entries = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (t - tonumber(ARGV[2])), '+inf',
                            'WITHSCORES')
@@ -248,21 +235,15 @@ for i = 1, #entries, 2 do
   end
 end
 return out
-"""
-)
+""")
 
 # KEYS: node channels(N). ARGV: channel. Returns [now, record JSON or ''].
-CHANNEL = (
-    _PRELUDE
-    + """
+CHANNEL = _registry_script("""
 return {tostring(now()), redis.call('HGET', KEYS[1], ARGV[1]) or ''}
-"""
-)
+""")
 
 # KEYS: nodes index. ARGV: prefix, ttl (s). Returns flat [id, HGETALL...] lists of live nodes.
-NODES = (
-    _PRELUDE
-    + """
+NODES = _registry_script("""
 local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now() - tonumber(ARGV[2])), '+inf')
 local out = {}
 for _, id in ipairs(live) do
@@ -270,14 +251,12 @@ for _, id in ipairs(live) do
   if #fields > 0 then out[#out + 1] = fields end
 end
 return out
-"""
-)
+""")
 
 # KEYS: rooms by-name, rooms by-size. ARGV: order ("name"|"size"), offset, count,
-# Lua pattern ("" for all), scan budget. Returns [total, next offset or -1, name, size, ...].
-ROOMS = (
-    _PRELUDE
-    + """
+# Lua pattern ("" for all), scan budget, prefix.
+# Returns [total, next offset or -1, name, size, nodes holding members, ...].
+ROOMS = _registry_script("""
 local by_name, by_size = KEYS[1], KEYS[2]
 local order, pos, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local pattern, budget = ARGV[4], tonumber(ARGV[5])
@@ -299,6 +278,7 @@ while found < count and scanned < budget do
     scanned = scanned + 1
     if pattern == '' or string.find(name, pattern) then
       out[#out + 1] = name; out[#out + 1] = sizes[i]
+      out[#out + 1] = redis.call('HLEN', ARGV[6] .. ':members:{' .. name .. '}:nodes')
       found = found + 1
       if found == count then break end
     end
@@ -306,8 +286,7 @@ while found < count and scanned < budget do
 end
 if pos < out[1] then out[2] = pos end
 return out
-"""
-)
+""")
 
 # KEYS: any hash. Returns HGETALL (a script so every registry read runs the same way).
 HGETALL = """

@@ -30,7 +30,7 @@ async def test_rooms_sizes_members_and_groups_of_a_channel(nodes):
     await a.set_channel_metadata(ca, {"user_id": 7, "name": "Ann"})
 
     page = await observer.registry.rooms()
-    assert [(room.name, room.size) for room in page.rooms] == [("games", 1), ("lobby", 2)]
+    assert [(r.name, r.size, r.nodes) for r in page.rooms] == [("games", 1, 1), ("lobby", 2, 2)]
     assert page.total == 2
     assert page.next_offset is None
     assert [room.name for room in (await observer.registry.rooms(order="size")).rooms] == [
@@ -286,5 +286,6 @@ async def test_a_killed_node_drops_out_within_the_ttl_and_is_reaped(node_process
         return await observer.registry.room_size("a") == 1
 
     await eventually(reaped)
-    assert {r.name: r.size for r in (await observer.registry.rooms()).rooms} == {"a": 1, "b": 1}
+    rooms = (await observer.registry.rooms()).rooms
+    assert {(r.name, r.size, r.nodes) for r in rooms} == {("a", 1, 1), ("b", 1, 1)}
     assert await observer.registry.node_channels(doomed["node"]) == []

@@ -1,0 +1,133 @@
+"""``manage.py rooms``: list rooms, a room's members, or the live nodes, from the registry."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from broadcast_layer.exceptions import RedisUnavailable
+from broadcast_layer.registry import SyncRegistry, get_registry
+
+CLEAR_SCREEN = "\x1b[H\x1b[2J"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [headers, *[[str(cell) for cell in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in cells
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+class Command(BaseCommand):
+    help = "List rooms with their sizes, the members of one room (`rooms ROOM`), or nodes."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("room", nargs="?", help="list this room's members")
+        parser.add_argument("--match", metavar="GLOB", help="only rooms matching a glob")
+        parser.add_argument("--sort", choices=["name", "size"], default="name")
+        parser.add_argument("--limit", type=int, default=50, help="at most this many rooms")
+        parser.add_argument("--nodes", action="store_true", help="list the live nodes")
+        parser.add_argument("--json", action="store_true", help="print one JSON object")
+        parser.add_argument(
+            "--watch",
+            type=float,
+            nargs="?",
+            const=2.0,
+            metavar="SECONDS",
+            help="refresh in place every SECONDS (default 2) until Ctrl-C",
+        )
+        parser.add_argument("--layer", default="default", help="the CHANNEL_LAYERS alias")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if not 1 <= options["limit"] <= 1000:
+            raise CommandError("--limit must be between 1 and 1000")
+        try:
+            registry = get_registry(options["layer"])
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        if options["watch"] is None:
+            self.stdout.write(self._render(registry, options))
+            return
+        try:
+            while True:
+                self.stdout.write(CLEAR_SCREEN + self._render(registry, options))
+                time.sleep(options["watch"])  # a terminal refresh, not a hot path
+        except KeyboardInterrupt:
+            pass
+
+    def _render(self, registry: SyncRegistry, options: dict[str, Any]) -> str:
+        try:
+            if options["nodes"]:
+                return self._nodes(registry, options["json"])
+            if options["room"]:
+                return self._members(registry, options["room"], options["json"])
+            return self._rooms(registry, options)
+        except TypeError as exc:  # an invalid room name
+            raise CommandError(str(exc)) from None
+        except RedisUnavailable as exc:
+            raise CommandError(str(exc).splitlines()[0]) from None
+
+    def _rooms(self, registry: SyncRegistry, options: dict[str, Any]) -> str:
+        page = registry.rooms(options["match"], options["sort"], 0, options["limit"])
+        rooms = [{"name": r.name, "size": r.size, "nodes": r.nodes} for r in page.rooms]
+        if options["json"]:
+            return json.dumps({"rooms": rooms, "total": page.total})
+        if not rooms:
+            return "No rooms."
+        shown = f"{len(rooms)} of {page.total} rooms" if page.next_offset else f"{page.total} rooms"
+        rows = [[room["name"], room["size"], room["nodes"]] for room in rooms]
+        return _table(["ROOM", "MEMBERS", "NODES"], rows) + f"\n{shown}"
+
+    def _members(self, registry: SyncRegistry, room: str, as_json: bool) -> str:
+        members = registry.members(room)
+        if as_json:
+            return json.dumps(
+                {"room": room, "members": [asdict(m) for m in members]}, default=_json_default
+            )
+        if not members:
+            return f"{room}: no members."
+        rows = [
+            [
+                m.channel,
+                m.node or "-",
+                m.joined.strftime("%Y-%m-%d %H:%M:%S"),
+                json.dumps(m.metadata) if m.metadata else "",
+            ]
+            for m in members
+        ]
+        return _table(["CHANNEL", "NODE", "JOINED (UTC)", "METADATA"], rows)
+
+    def _nodes(self, registry: SyncRegistry, as_json: bool) -> str:
+        nodes = registry.nodes()
+        if as_json:
+            return json.dumps({"nodes": [asdict(n) for n in nodes]}, default=_json_default)
+        if not nodes:
+            return "No live nodes."
+        now = time.time()
+        rows = [
+            [
+                n.id,
+                n.host,
+                n.pid,
+                n.channels,
+                n.started.strftime("%Y-%m-%d %H:%M:%S"),
+                f"{now - n.heartbeat.timestamp():.1f}s ago",
+            ]
+            for n in nodes
+        ]
+        return _table(["NODE", "HOST", "PID", "CHANNELS", "STARTED (UTC)", "HEARTBEAT"], rows)
