@@ -1,4 +1,6 @@
-"""Django settings for the test suite; the Redis URL is filled in by tests/conftest.py."""
+"""Django settings for the test suite. Subprocesses get the Redis URL and prefix from the env."""
+
+import os
 
 SECRET_KEY = "tests-only-not-secret"
 DEBUG = False
@@ -12,10 +14,34 @@ INSTALLED_APPS = [
     "channels",
     "broadcast_layer",
 ]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "broadcast_layer.layer.BroadcastChannelLayer",
-        "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"]},
-    }
+        "CONFIG": {
+            "hosts": [os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")],
+            "prefix": os.environ.get("BROADCAST_TEST_PREFIX", "asgi"),
+        },
+    },
+    "memory": {"BACKEND": "channels.layers.InMemoryChannelLayer"},
 }

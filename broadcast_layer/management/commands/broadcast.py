@@ -6,16 +6,17 @@ import json
 import sys
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from broadcast_layer.emitter import EmitResult, Emitter, emitter_settings
 from broadcast_layer.exceptions import ChannelFull, MessageTooLarge, RedisUnavailable
+from broadcast_layer.management.base import OneLineErrorsCommand
 
 #: With --stdin, a running count goes to stderr every this many messages.
 PROGRESS_EVERY = 1000
 
 
-class Command(BaseCommand):
+class Command(OneLineErrorsCommand):
     help = (
         'Send a message to connected clients: `broadcast room42 "hello"` sends '
         '{"type": <DEFAULT_TYPE>, "text": "hello"} to group room42.'

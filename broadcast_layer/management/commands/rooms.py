@@ -8,9 +8,10 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from broadcast_layer.exceptions import RedisUnavailable
+from broadcast_layer.management.base import OneLineErrorsCommand
 from broadcast_layer.registry import SyncRegistry, get_registry
 
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
@@ -33,7 +34,7 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-class Command(BaseCommand):
+class Command(OneLineErrorsCommand):
     help = "List rooms with their sizes, the members of one room (`rooms ROOM`), or nodes."
 
     def add_arguments(self, parser: CommandParser) -> None:
