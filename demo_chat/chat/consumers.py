@@ -14,6 +14,8 @@ from typing import Any
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from broadcast_layer.consumers import RemoteControlMixin
+
 from .rooms import group_name, is_valid_room_name
 
 MAX_TEXT_LENGTH = 2000
@@ -22,7 +24,7 @@ MAX_TEXT_LENGTH = 2000
 NODE_NAME = os.environ.get("NODE_NAME") or f"{socket.gethostname()}:{os.getpid()}"
 
 
-class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+class ChatConsumer(RemoteControlMixin, AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     group: str | None = None
 
     async def connect(self) -> None:
@@ -34,6 +36,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         # group_add returns once the subscription is confirmed, so a client whose
         # handshake has completed already receives everything sent to the room.
         await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.set_metadata(node=NODE_NAME)  # shown by the registry with the member
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
@@ -65,5 +68,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     async def chat_message(self, event: dict[str, Any]) -> None:
         await self.send_json({"type": "message", "text": event["text"], "node": event["node"]})
 
-    async def broadcast_announcement(self, event: dict[str, Any]) -> None:
-        await self.send_json({"type": "announcement", "text": event["text"]})
+    async def broadcast_message(self, event: dict[str, Any]) -> None:
+        """`manage.py broadcast ROOM TEXT` (or the emitter): shown as an announcement."""
+        await self.send_json({"type": "announcement", "text": str(event.get("text", ""))})

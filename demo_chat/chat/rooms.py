@@ -2,8 +2,8 @@
 
 import re
 
-# Room names become part of a Channels group name ("chat.<room>"), which only allows
-# ASCII letters, digits, "-", "_" and "." and must stay under 100 characters.
+# A room's name is its Channels group name (so `manage.py broadcast room42 ...` reaches
+# room42), which only allows ASCII letters, digits, "-", "_" and ".", under 100 characters.
 ROOM_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]{1,80}")
 
 
@@ -12,5 +12,5 @@ def is_valid_room_name(name: str) -> bool:
 
 
 def group_name(room: str) -> str:
-    """The Channels group of a room's members."""
-    return f"chat.{room}"
+    """The Channels group of a room's members: the room's own name."""
+    return room

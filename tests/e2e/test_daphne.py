@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import os
+import sys
 import uuid
+from asyncio.subprocess import PIPE
 from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Origin
 
 from broadcast_layer.layer import BroadcastChannelLayer
 
-from .conftest import DaphneFactory, DaphneNode
+from ..conftest import eventually
+from .conftest import REPO_ROOT, DaphneFactory, DaphneNode
 
 TIMEOUT = 10.0
 
@@ -59,24 +63,48 @@ async def test_message_reaches_members_on_both_nodes(two_nodes: list[DaphneNode]
         assert await receive(ws_b) == expected
 
 
-async def test_announcement_from_outside_reaches_both_nodes(
+async def test_manage_py_broadcast_reaches_both_nodes_as_an_announcement(
+    two_nodes: list[DaphneNode], redis_url: str
+) -> None:
+    node_a, node_b = two_nodes
+    room = fresh_room()
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "demo_chat.settings", "REDIS_URL": redis_url,
+           "DJANGO_SECRET_KEY": "e2e-tests-only"}  # fmt: skip
+    async with asyncio.timeout(TIMEOUT), join(node_a, room) as ws_a, join(node_b, room) as ws_b:
+        command = await asyncio.create_subprocess_exec(
+            sys.executable, "manage.py", "broadcast", room, "maintenance in 5 minutes",
+            cwd=REPO_ROOT, env=env, stdout=PIPE, stderr=PIPE,
+        )  # fmt: skip
+        out, err = await command.communicate()
+        assert command.returncode == 0, err.decode()
+        assert out.decode().strip() == f"{room}: published to 2 nodes, 2 members"
+        expected = {"type": "announcement", "text": "maintenance in 5 minutes"}
+        assert await receive(ws_a) == expected
+        assert await receive(ws_b) == expected
+
+
+async def test_disconnect_from_another_process_closes_the_socket(
     two_nodes: list[DaphneNode], redis_url: str
 ) -> None:
     node_a, node_b = two_nodes
     room = fresh_room()
     layer = BroadcastChannelLayer(hosts=[redis_url])  # the demo's default prefix, "asgi"
     try:
-        async with (
-            asyncio.timeout(TIMEOUT),
-            join(node_a, room) as ws_a,
-            join(node_b, room) as ws_b,
-        ):
-            reached = await layer.group_send(
-                f"chat.{room}", {"type": "broadcast.announcement", "text": "hi"}
-            )
-            assert reached == 2  # one subscribed node per Daphne process
-            assert await receive(ws_a) == {"type": "announcement", "text": "hi"}
-            assert await receive(ws_b) == {"type": "announcement", "text": "hi"}
+        async with asyncio.timeout(TIMEOUT), join(node_a, room) as ws_a, join(node_b, room):
+            members = await layer.registry.members(room)
+            assert {m.metadata["node"] for m in members} == {"node-a", "node-b"}
+            target = next(m.channel for m in members if m.metadata["node"] == "node-a")
+            assert await layer.disconnect(target) is True
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws_a.recv()
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == 4000
+
+            async def left_its_groups() -> bool:
+                remaining = await layer.registry.members(room)
+                return len(remaining) == 1 and remaining[0].channel != target
+
+            await eventually(left_its_groups)
     finally:
         await layer.close()
 
