@@ -9,10 +9,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo_chat.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from demo_chat.chat.routing import websocket_urlpatterns  # noqa: E402
+from demo_chat.chat.routing import websocket_urlpatterns, worker_channels  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
@@ -20,5 +20,7 @@ application = ProtocolTypeRouter(
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),
+        # `manage.py runworker chat-commands`: the backend that answers /roll and /who.
+        "channel": ChannelNameRouter(worker_channels),
     }
 )

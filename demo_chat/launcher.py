@@ -6,6 +6,7 @@ Ctrl-C stops everything this started.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -17,10 +18,18 @@ from broadcast_layer.exceptions import EmbeddedRedisError
 
 ROOT = Path(__file__).resolve().parent.parent
 NODES = (("node-a", 8001), ("node-b", 8002))
+DEMO_USER = "admin"
+
+
+def _manage(*args: str, env: dict[str, str]) -> None:
+    subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True,
+                   stdout=subprocess.DEVNULL)  # fmt: skip
 
 
 def _start_nodes(env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
-    processes = []
+    # The backend worker of seed 002: answers /roll and /who from any node.
+    processes = [subprocess.Popen([sys.executable, "manage.py", "runworker", "chat-commands"],
+                                  cwd=ROOT, env={**env, "NODE_NAME": "worker"})]  # fmt: skip
     for name, port in NODES:
         processes.append(
             subprocess.Popen(
@@ -55,12 +64,16 @@ def main() -> int:
     env = {**os.environ, "REDIS_URL": redis_url, "DJANGO_SETTINGS_MODULE": "demo_chat.settings"}
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-                       cwd=ROOT, env=env, check=True)  # fmt: skip
+        _manage("migrate", "--noinput", "-v", "0", env=env)
+        password = secrets.token_urlsafe(9)
+        _manage("demo_account", DEMO_USER, password, env=env)
         processes = _start_nodes(env)
         for name, port in NODES:
             print(f"{name}: http://127.0.0.1:{port}/")
-        print("Open both in two browser windows and chat across nodes. Ctrl-C stops the demo.")
+        print(f"Admin (demo only): http://127.0.0.1:{NODES[0][1]}/admin/ "
+              f"user {DEMO_USER!r}, password {password!r}")  # fmt: skip
+        print("Open both nodes in two browser windows and chat across them; try /roll and /who,")
+        print('and `python manage.py broadcast <room> "hello"`. Ctrl-C stops the demo.')
         while all(process.poll() is None for process in processes):
             time.sleep(0.5)  # supervising child processes, not a hot path
         print("A node exited; stopping the demo.", file=sys.stderr)

@@ -92,7 +92,12 @@ DATABASES = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "broadcast_layer.layer.BroadcastChannelLayer",
-        "CONFIG": {"hosts": [os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")]},
+        "CONFIG": {
+            "hosts": [os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")],
+            # Short so a killed node leaves everyone's presence lists quickly.
+            "heartbeat_interval": float(os.environ.get("DEMO_HEARTBEAT", "2")),
+            "node_ttl": float(os.environ.get("DEMO_NODE_TTL", "6")),
+        },
     },
 }
 

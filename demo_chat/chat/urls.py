@@ -7,5 +7,7 @@ from . import views
 app_name = "chat"
 urlpatterns = [
     path("", views.index, name="index"),
+    path("name/", views.set_name, name="set_name"),
+    path("rooms.json", views.rooms_json, name="rooms_json"),
     path("room/<str:room_name>/", views.room, name="room"),
 ]
