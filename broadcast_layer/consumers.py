@@ -59,6 +59,8 @@ class RemoteControlMixin:
             await self.channel_layer.group_discard(group, self.channel_name)
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
-        if self.channel_layer is not None:
-            await self.leave_all_groups()
-        await super().websocket_disconnect(message)  # type: ignore[misc]
+        try:
+            if self.channel_layer is not None:
+                await self.leave_all_groups()
+        finally:  # even with Redis down, the consumer must still stop
+            await super().websocket_disconnect(message)  # type: ignore[misc]

@@ -9,6 +9,7 @@ See docs/architecture.md.
 from __future__ import annotations
 
 import binascii
+import re
 from dataclasses import dataclass
 
 
@@ -67,13 +68,14 @@ class Keys:
 
     def patterns(self) -> tuple[str, ...]:
         """Globs matching every key the layer stores (for ``flush``)."""
+        prefix = re.sub(r"([*?\[\]\\])", r"\\\1", self.prefix)  # a literal prefix
         return (
-            f"{self.prefix}:queue:*",
-            f"{self.prefix}:inflight:*",
-            f"{self.prefix}:members:*",
-            f"{self.prefix}:{{rooms}}:*",
-            f"{self.prefix}:nodes",
-            f"{self.prefix}:node:*",
+            f"{prefix}:queue:*",
+            f"{prefix}:inflight:*",
+            f"{prefix}:members:*",
+            f"{prefix}:{{rooms}}:*",
+            f"{prefix}:nodes",
+            f"{prefix}:node:*",
         )
 
 

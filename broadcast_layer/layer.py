@@ -224,15 +224,16 @@ class BroadcastChannelLayer(BaseChannelLayer):  # type: ignore[misc]
         async with _redis_errors():
             return await self._node().registry.run(call)
 
-    async def set_channel_metadata(self, channel: str, metadata: dict[str, Any]) -> None:
+    async def set_channel_metadata(self, channel: str, metadata: dict[str, Any]) -> bool:
         """Attach JSON metadata (e.g. user id, display name) to a channel in the registry.
 
         Shown with the channel in ``registry.members()``; replaced by each call.
+        Returns False when the registry does not know the channel (nothing recorded).
         Raises ``TypeError``/``ValueError`` for an invalid channel or metadata.
         """
         self.require_valid_channel_name(channel)
         async with _redis_errors():
-            await self._node().set_metadata(channel, metadata)
+            return await self._node().set_metadata(channel, metadata)
 
     async def disconnect(self, channel: str) -> bool:
         """Send ``{"type": "broadcast.disconnect"}`` to a channel, on whichever node owns it.

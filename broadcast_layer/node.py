@@ -121,7 +121,7 @@ class Node:
         self.registry = self._hosts[0]  # the registry lives on the first host
         self._started = time.time()
         self._registered = False  # this node may have records in the registry
-        self._acks: dict[str, asyncio.Future[None]] = {}
+        self._acks: dict[str, asyncio.Future[bool]] = {}
         self._listening = False
         self._abandon: dict[str, asyncio.TimerHandle] = {}
         self._to_release: Counter[str] = Counter()
@@ -330,8 +330,11 @@ class Node:
             mailbox.put(Letter(time.monotonic() + self.config.expiry, message, False))
         return mailbox is not None
 
-    async def set_metadata(self, channel: str, metadata: dict[str, Any]) -> None:
-        """Attach JSON metadata (user id, display name...) to a channel's registry record."""
+    async def set_metadata(self, channel: str, metadata: dict[str, Any]) -> bool:
+        """Attach JSON metadata (user id, display name...) to a channel's registry record.
+
+        Returns False (and records nothing) when the registry does not know the channel.
+        """
         owner = node_of(channel)
         if owner is None:
             raise ValueError(f"{channel!r} is not a process-specific channel")
@@ -343,7 +346,7 @@ class Node:
             raise TypeError(f"metadata must be JSON-serializable: {exc}") from None
         if size > MAX_METADATA_BYTES:
             raise ValueError(f"metadata is {size} bytes of JSON; the limit is {MAX_METADATA_BYTES}")
-        await self.registry.run(self.calls.set_metadata(channel, owner, metadata))
+        return bool(await self.registry.run(self.calls.set_metadata(channel, owner, metadata)))
 
     async def group_send(self, group: str, data: bytes) -> int:
         """Publish a serialized message once to the group's channel; return nodes reached."""
@@ -367,7 +370,8 @@ class Node:
     async def _remote(self, node_id: str, op: str, **fields: str) -> bool:
         """Ask another node to apply ``op`` and wait for its confirmation.
 
-        Returns False without waiting when that node is not listening (it is gone).
+        Returns whether that node has the channel: False without waiting when the node
+        is not listening (it is gone).
         """
         await self._listen()  # the confirmation comes back on this node's channel
         request = uuid.uuid4().hex
@@ -376,8 +380,7 @@ class Node:
             if not await self._control(node_id, op, reply_to=self.id, request=request, **fields):
                 return False
             async with asyncio.timeout(self.config.subscribe_timeout):
-                await confirmed
-            return True
+                return await confirmed
         except TimeoutError:
             raise RedisUnavailable(f"Node {node_id} did not confirm {op} in time") from None
         finally:
@@ -386,9 +389,9 @@ class Node:
     async def _apply(self, op: dict[str, str]) -> None:
         """Carry out a control operation sent by another node, then confirm it."""
         kind, channel = op.get("op"), op.get("channel", "")
-        ok = "1"
+        ok, found = "1", "1" if channel in self.mailboxes else ""
         try:
-            if kind == "group_add" and channel in self.mailboxes:
+            if kind == "group_add" and found:
                 await self.group_add(op["group"], channel)
             elif kind == "group_discard":
                 await self.group_discard(op["group"], channel)
@@ -399,7 +402,9 @@ class Node:
             logger.exception("Could not apply %s for another node", kind)
         if op.get("reply_to"):
             with contextlib.suppress(*CONNECTION_ERRORS):
-                await self._control(op["reply_to"], "ack", request=op.get("request", ""), ok=ok)
+                await self._control(
+                    op["reply_to"], "ack", request=op.get("request", ""), ok=ok, found=found
+                )
 
     # -- incoming ----------------------------------------------------------------------
 
@@ -432,7 +437,7 @@ class Node:
             confirmed = self._acks.get(op.get("request", ""))
             if confirmed is not None and not confirmed.done():
                 if op.get("ok"):
-                    confirmed.set_result(None)
+                    confirmed.set_result(bool(op.get("found")))
                 else:
                     confirmed.set_exception(RedisUnavailable("The owning node could not apply it"))
         else:
@@ -460,6 +465,8 @@ class Node:
             else:  # a normal channel, or a local one not receiving yet
                 self._spawn(self._forward(channel, data))
         if stale:
+            for channel in stale:
+                self._spawn(self._registry_write(self.calls.leave(group, channel, self.id)))
             emptied = [group for channel in stale if self.subscriptions.discard(group, channel)]
             self._spawn(self._unsubscribe(emptied))
 

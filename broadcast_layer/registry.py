@@ -136,7 +136,7 @@ def _record(channel: str, node: str | None, raw: Any) -> ChannelInfo:
         node=node,
         opened=_time(data["t"]) if "t" in data else None,
         groups={group: _time(joined) for group, joined in groups.items()},
-        metadata=data.get("m") or {},
+        metadata=json.loads(data["m"]) if isinstance(data.get("m"), str) else {},
     )
 
 
@@ -303,7 +303,8 @@ class RegistryCalls:
 class Registry:
     """Registry queries for async code, on the layer's own connections.
 
-    Get it from ``layer.registry``. Every method is one Redis round trip.
+    Get it from ``layer.registry``. Every method is one Redis round trip, but
+    :meth:`rooms`, which reaps dead nodes first (two).
     """
 
     def __init__(self, layer: BroadcastChannelLayer) -> None:

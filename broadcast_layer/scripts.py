@@ -165,11 +165,13 @@ end
 return redis.call('HDEL', KEYS[1], ARGV[2])
 """)
 
-# KEYS: node channels(N). ARGV: channel, metadata JSON. Attaches metadata to a channel.
+# KEYS: node channels(N). ARGV: channel, metadata JSON. Attaches metadata to a known
+# channel, kept as the JSON text (cjson would round numbers to 14 digits); 0 if unknown.
 SET_METADATA = _registry_script("""
-local record = decode(redis.call('HGET', KEYS[1], ARGV[1]))
-record.t = record.t or now()
-record.m = cjson.decode(ARGV[2])
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+local record = decode(raw)
+record.m = ARGV[2]
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(record))
 return 1
 """)

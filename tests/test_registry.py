@@ -289,3 +289,20 @@ async def test_a_killed_node_drops_out_within_the_ttl_and_is_reaped(node_process
     rooms = (await observer.registry.rooms()).rooms
     assert {(r.name, r.size, r.nodes) for r in rooms} == {("a", 1, 1), ("b", 1, 1)}
     assert await observer.registry.node_channels(doomed["node"]) == []
+
+
+async def test_metadata_round_trips_exactly_and_needs_a_known_channel(nodes):
+    channel = await nodes[0].new_channel()
+    await nodes[0].group_add("meta", channel)
+    metadata = {"big": 123456789012345678, "empty": [], "name": "Zoë"}
+    assert await nodes[1].set_channel_metadata(channel, metadata) is True
+    assert (await nodes[1].registry.members("meta"))[0].metadata == metadata
+    made_up = channel.replace("!", "!zz")
+    assert await nodes[1].set_channel_metadata(made_up, {"a": 1}) is False
+    assert await nodes[1].registry.channel(made_up) is None
+
+
+async def test_disconnecting_an_unknown_channel_of_a_live_node_returns_false(nodes):
+    real = await nodes[0].new_channel()
+    assert await nodes[1].disconnect(real.replace("!", "!unknown")) is False
+    assert await nodes[0].disconnect(real.replace("!", "!unknown")) is False
