@@ -116,8 +116,9 @@ def daphne(
     started: list[DaphneNode] = []
     request.node.stash[_NODES] = started
 
-    def start(*names: str) -> list[DaphneNode]:
+    def start(*names: str, env: dict[str, str] | None = None) -> list[DaphneNode]:
         nodes: list[DaphneNode] = []
+        extra_env = env or {}
         for name in names:
             port = _free_port()
             env = {
@@ -126,6 +127,7 @@ def daphne(
                 "DJANGO_SECRET_KEY": "e2e-tests-only-not-secret",
                 "REDIS_URL": redis_url,
                 "NODE_NAME": name,
+                **extra_env,
             }
             command = [
                 sys.executable, "-m", "daphne",

@@ -1,0 +1,126 @@
+"""The demo as a person uses it: two browsers on two nodes, in real headless Chromium."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO_ROOT, DaphneFactory, DaphneNode
+
+playwright_api = pytest.importorskip("playwright.async_api")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+HAVE_CHROMIUM = Path(CHROMIUM).exists()
+CHROMIUM_ARGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+# Short heartbeats so a killed node leaves the presence lists within seconds.
+FAST_REGISTRY = {"DEMO_HEARTBEAT": "0.5", "DEMO_NODE_TTL": "2"}
+SCREENSHOT = REPO_ROOT / "docs" / "images" / "demo-chat.png"
+WAIT_MS = 15_000
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[object]:
+    if not HAVE_CHROMIUM:
+        pytest.skip("Chromium is not installed (apt-get install chromium); CI installs it")
+    async with playwright_api.async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()
+
+
+@pytest.fixture
+def worker(redis_url: str, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`manage.py runworker chat-commands`, the demo's backend."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "demo_chat.settings", "REDIS_URL": redis_url,
+           "DJANGO_SECRET_KEY": "e2e-tests-only-not-secret", **FAST_REGISTRY}  # fmt: skip
+    with (tmp_path / "worker.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "runworker", "chat-commands"],
+            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    yield process
+    process.terminate()
+    process.wait(10)
+
+
+async def enter(browser: object, node: DaphneNode, name: str, room: str) -> object:
+    """A person on ``node``: saves a display name, then opens the room."""
+    context = await browser.new_context()  # type: ignore[attr-defined]
+    page = await context.new_page()
+    await page.goto(f"{node.base_url}/")
+    await page.fill("#name", name)
+    await page.click("text=Save")
+    await page.fill("#room", room)
+    await page.click("text=Create or join")
+    await playwright_api.expect(page.locator("#status")).to_have_text("Connected")
+    return page
+
+
+async def say(page: object, text: str) -> None:
+    await page.fill("#text", text)  # type: ignore[attr-defined]
+    await page.press("#text", "Enter")  # type: ignore[attr-defined]
+
+
+async def test_two_people_on_two_nodes(
+    browser: object, daphne: DaphneFactory, worker: subprocess.Popen[bytes], redis_url: str
+) -> None:
+    expect = playwright_api.expect
+    node_a, node_b = daphne("node-a", "node-b", env=FAST_REGISTRY)
+    room = f"room-{uuid.uuid4().hex[:6]}"
+    ann = await enter(browser, node_a, "Ann", room)
+    bob = await enter(browser, node_b, "Bob", room)
+
+    # each sees the other in the room's presence list, pushed from the registry
+    for page in (ann, bob):
+        await expect(page.locator("#presence")).to_contain_text("Ann (node-a)", timeout=WAIT_MS)
+        await expect(page.locator("#presence")).to_contain_text("Bob (node-b)", timeout=WAIT_MS)
+
+    # messages cross nodes, each shown once
+    await say(ann, "hello from <b>Ann</b>")
+    for page in (ann, bob):
+        await expect(page.locator("#log li.message")).to_have_text(
+            ["[node-a]Ann: hello from <b>Ann</b>"], timeout=WAIT_MS
+        )  # the markup arrives as text: escaped, never rendered
+    assert await bob.locator("#log b").count() == 0
+
+    # a CLI broadcast reaches the room on both nodes as an announcement
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "demo_chat.settings", "REDIS_URL": redis_url,
+           "DJANGO_SECRET_KEY": "e2e-tests-only-not-secret"}  # fmt: skip
+    command = await asyncio.create_subprocess_exec(
+        sys.executable, "manage.py", "broadcast", room, "maintenance in 5 minutes",
+        cwd=REPO_ROOT, env=env,
+    )  # fmt: skip
+    assert await command.wait() == 0
+    for page in (ann, bob):
+        await expect(page.locator("#log li.announcement")).to_contain_text(
+            "maintenance in 5 minutes", timeout=WAIT_MS
+        )
+
+    # the worker answers /roll to the room and /who to the asker alone
+    await say(bob, "/roll 20")
+    for page in (ann, bob):
+        await expect(page.locator("#log")).to_contain_text("Bob rolled", timeout=WAIT_MS)
+    await say(ann, "/who")
+    await expect(ann.locator("#log li.private")).to_contain_text(
+        f"In {room}: Ann, Bob", timeout=WAIT_MS
+    )
+    assert await bob.locator("#log li.private").count() == 0
+
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    await ann.screenshot(path=str(SCREENSHOT))
+
+    # a node that dies leaves the others' presence lists within the heartbeat TTL
+    node_b.process.send_signal(signal.SIGKILL)
+    await expect(ann.locator("#presence")).not_to_contain_text("Bob", timeout=WAIT_MS)
+    await expect(ann.locator("#presence")).to_contain_text("Ann (node-a)")
