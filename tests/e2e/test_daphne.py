@@ -152,3 +152,25 @@ def test_pages_render(daphne: DaphneFactory) -> None:
     assert status == 200
     assert 'id="room-name"' in body
     assert get(node, "/room/" + "a" * 81 + "/")[0] == 404
+
+
+async def test_a_flooding_connection_is_rate_limited(two_nodes: list[DaphneNode]) -> None:
+    node_a, _ = two_nodes
+    async with asyncio.timeout(TIMEOUT), join(node_a, fresh_room()) as ws:
+        for n in range(30):
+            await ws.send(json.dumps({"text": f"flood {n}"}))
+        received = [await receive(ws) for _ in range(11)]
+        relayed = [m for m in received if m["type"] == "message"]
+        errors = [m for m in received if m["type"] == "error"]
+        assert len(relayed) <= 10  # the burst allowance
+        assert errors
+        assert errors[0]["text"].startswith("Slow down")
+
+
+async def test_a_websocket_from_another_origin_is_refused(two_nodes: list[DaphneNode]) -> None:
+    node_a, _ = two_nodes
+    url = node_a.ws_url(f"/ws/chat/{fresh_room()}/")
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url, origin=Origin("http://evil.example"), proxy=None):
+            pass
+    assert refused.value.response.status_code == 403
