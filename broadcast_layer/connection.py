@@ -47,6 +47,7 @@ def raise_if_cancelled() -> None:
         raise asyncio.CancelledError
 
 
+_REDIS_SOCKET_TIMEOUT: float | None
 try:  # redis-py >= 6 applies a default socket_timeout that is not in connection_kwargs
     from redis._defaults import DEFAULT_SOCKET_TIMEOUT as _REDIS_SOCKET_TIMEOUT
 except ImportError:  # pragma: no cover - older redis-py: no default timeout
@@ -59,7 +60,7 @@ def blocking_timeout(client: aioredis.Redis, longest: float = 5.0) -> float:
     socket_timeout = kwargs.get("socket_timeout", _REDIS_SOCKET_TIMEOUT)
     if not socket_timeout:
         return longest
-    return max(0.05, min(longest, socket_timeout / 2))
+    return max(0.05, min(longest, float(socket_timeout) / 2))
 
 
 def make_client(host: dict[str, Any]) -> aioredis.Redis:
@@ -87,10 +88,10 @@ def make_sync_client(host: dict[str, Any]) -> redis.Redis:
     if "address" in host:
         return redis.Redis.from_url(host.pop("address"), **host)
     if "master_name" in host:
-        sentinel = redis.sentinel.Sentinel(
+        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
             host.pop("sentinels"), sentinel_kwargs=host.pop("sentinel_kwargs", None)
         )
-        return sentinel.master_for(host.pop("master_name"), **host)
+        return sentinel.master_for(host.pop("master_name"), **host)  # type: ignore[no-untyped-call]
     return redis.Redis(**host)
 
 

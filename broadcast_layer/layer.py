@@ -23,7 +23,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .conf import DEFAULT_MAX_MESSAGE_SIZE, LayerConfig, build_config
 from .exceptions import ConfigurationError, MessageTooLarge, RedisUnavailable
 from .node import Node, NodeStats
-from .registry import Call, Registry, SyncRegistry
+from .registry import Registry, SyncRegistry
+from .scripts import Call
 
 __all__ = ["BroadcastChannelLayer", "get_layer"]
 
@@ -39,7 +40,7 @@ async def _redis_errors() -> AsyncIterator[None]:
         raise RedisUnavailable(f"Redis is unreachable: {exc}") from exc
 
 
-class BroadcastChannelLayer(BaseChannelLayer):  # type: ignore[misc]
+class BroadcastChannelLayer(BaseChannelLayer):
     """A Redis channel layer with ref-counted group subscriptions.
 
     ``CONFIG`` takes channels_redis's keys with the same meaning, plus the ones

@@ -18,7 +18,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from redis.commands.core import AsyncScript
 
@@ -247,7 +247,7 @@ class Node:
             delay = self.config.reconnect_backoff[0]
             if reply is None:
                 continue
-            raw: bytes = reply[1]
+            raw = cast(bytes, reply[1])  # the client does not decode responses
             if int(raw[:13]) + self._expiry_ms <= time.time() * 1000:
                 continue  # expired while queued
             try:
@@ -380,7 +380,8 @@ class Node:
             if not await self._control(node_id, op, reply_to=self.id, request=request, **fields):
                 return False
             async with asyncio.timeout(self.config.subscribe_timeout):
-                return await confirmed
+                found: bool = await confirmed
+            return found
         except TimeoutError:
             raise RedisUnavailable(f"Node {node_id} did not confirm {op} in time") from None
         finally:

@@ -9,17 +9,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 
 @dataclass(frozen=True)
-class Call(Generic[T]):
+class Call(Generic[T_co]):
     """One script call and the function that turns its reply into a result."""
 
     script: str
     keys: Sequence[str]
     args: Sequence[Any]
-    parse: Callable[[Any], T]
+    parse: Callable[[Any], T_co]
 
 
 # KEYS[1] in-flight counter of a process-specific channel.
