@@ -15,8 +15,8 @@ class OneLineErrorsCommand(BaseCommand):
         error = parser.error
 
         def one_line_error(message: str) -> None:
-            parser.print_usage = lambda file=None: None  # type: ignore[method-assign]
+            parser.print_usage = lambda file=None: None
             error(f"{message} (see --help)")
 
-        parser.error = one_line_error  # type: ignore[method-assign]
+        parser.error = one_line_error
         return parser
