@@ -34,6 +34,8 @@ TEMPLATES = [
         },
     }
 ]
+ROOT_URLCONF = "tests.urls"  # the admin, for tests/test_admin.py
+STATIC_URL = "static/"
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 CHANNEL_LAYERS = {
     "default": {
