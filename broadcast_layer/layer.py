@@ -8,10 +8,9 @@ One layer instance serves every event loop in the process (Daphne's, the fresh o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import weakref
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from channels.layers import BaseChannelLayer
@@ -31,13 +30,25 @@ __all__ = ["BroadcastChannelLayer", "get_layer"]
 _PREFIX_RE = re.compile(r"^[a-zA-Z\d\-_.]+$")
 
 
-@contextlib.asynccontextmanager
-async def _redis_errors() -> AsyncIterator[None]:
-    """The one place redis-py's connection errors become :class:`RedisUnavailable`."""
-    try:
-        yield
-    except (RedisConnectionError, RedisTimeoutError) as exc:
-        raise RedisUnavailable(f"Redis is unreachable: {exc}") from exc
+class _RedisErrors:
+    """The one place redis-py's connection errors become :class:`RedisUnavailable`.
+
+    A plain class, not ``@asynccontextmanager``: it wraps every ``receive``, and an
+    async generator per call costs more than the receive itself.
+    """
+
+    __slots__ = ()
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: object) -> None:  # fmt: skip
+        if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+            raise RedisUnavailable(f"Redis is unreachable: {exc}") from exc
+
+
+_redis_errors = _RedisErrors()
 
 
 class BroadcastChannelLayer(BaseChannelLayer):
@@ -147,7 +158,7 @@ class BroadcastChannelLayer(BaseChannelLayer):
         """
         self.require_valid_channel_name(channel)
         data = self.encode(message)
-        async with _redis_errors():
+        async with _redis_errors:
             await self._node().send(channel, data)
 
     async def receive(self, channel: str) -> dict[str, Any]:
@@ -156,14 +167,14 @@ class BroadcastChannelLayer(BaseChannelLayer):
         A process-specific channel can only be received on the loop that created it.
         """
         self.require_valid_channel_name(channel)
-        async with _redis_errors():
+        async with _redis_errors:
             return await self._node().receive(channel)
 
     async def new_channel(self, prefix: str = "specific") -> str:
         """Create a process-specific channel owned by this loop's node and return its name."""
         if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
             raise TypeError(f"Invalid channel prefix {prefix!r}")
-        async with _redis_errors():
+        async with _redis_errors:
             return await self._node().new_channel(prefix)
 
     async def group_add(self, group: str, channel: str) -> None:
@@ -174,14 +185,14 @@ class BroadcastChannelLayer(BaseChannelLayer):
         """
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
-        async with _redis_errors():
+        async with _redis_errors:
             await self._node().group_add(group, channel)
 
     async def group_discard(self, group: str, channel: str) -> None:
         """Remove a channel from a group (a no-op when it is not a member)."""
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
-        async with _redis_errors():
+        async with _redis_errors:
             await self._node().group_discard(group, channel)
 
     async def group_send(self, group: str, message: dict[str, Any]) -> int:
@@ -191,7 +202,7 @@ class BroadcastChannelLayer(BaseChannelLayer):
         """
         self.require_valid_group_name(group)
         data = self.encode(message)
-        async with _redis_errors():
+        async with _redis_errors:
             return await self._node().group_send(group, data)
 
     def encode(self, message: dict[str, Any]) -> bytes:
@@ -222,7 +233,7 @@ class BroadcastChannelLayer(BaseChannelLayer):
         return self._sync_registry
 
     async def _run_registry(self, call: Call[Any]) -> Any:
-        async with _redis_errors():
+        async with _redis_errors:
             return await self._node().registry.run(call)
 
     async def set_channel_metadata(self, channel: str, metadata: dict[str, Any]) -> bool:
@@ -233,7 +244,7 @@ class BroadcastChannelLayer(BaseChannelLayer):
         Raises ``TypeError``/``ValueError`` for an invalid channel or metadata.
         """
         self.require_valid_channel_name(channel)
-        async with _redis_errors():
+        async with _redis_errors:
             return await self._node().set_metadata(channel, metadata)
 
     async def disconnect(self, channel: str) -> bool:
@@ -243,12 +254,12 @@ class BroadcastChannelLayer(BaseChannelLayer):
         Returns False when the channel's node is not running.
         """
         self.require_valid_channel_name(channel)
-        async with _redis_errors():
+        async with _redis_errors:
             return await self._node().disconnect(channel)
 
     async def ping(self) -> None:
         """Check every configured Redis host answers; raise ``RedisUnavailable`` if not."""
-        async with _redis_errors():
+        async with _redis_errors:
             await self._node().ping()
 
     async def flush(self) -> None:
@@ -257,7 +268,7 @@ class BroadcastChannelLayer(BaseChannelLayer):
         if node is None:
             node = Node(self.config, self.serializer)
         try:
-            async with _redis_errors():
+            async with _redis_errors:
                 await node.flush_keys()
         finally:
             await node.close()

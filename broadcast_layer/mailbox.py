@@ -1,57 +1,80 @@
-"""The in-memory queue of one local process-specific channel."""
+"""The in-memory queue of one local process-specific channel.
+
+Lighter than ``asyncio.Queue`` (no putters, no maxsize bookkeeping): group fan-out puts
+into thousands of mailboxes per message, so each put is a deque append and at most one
+future wake-up.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, NamedTuple
+from collections import deque
+from typing import Any
 
-
-class Letter(NamedTuple):
-    """A queued message: when it expires, and whether Redis counts it as in flight."""
-
-    deadline: float
-    message: dict[str, Any]
-    counted: bool
+#: A queued message: (expiry deadline on the monotonic clock, message, counted) where
+#: ``counted`` says whether Redis counts it as in flight. A plain tuple: it is built once
+#: per member per group message.
+Letter = tuple[float, dict[str, Any], bool]
 
 
 class Mailbox:
-    """A bounded FIFO of :class:`Letter`; a full mailbox refuses rather than blocks."""
+    """A bounded FIFO of letters; a full mailbox refuses rather than blocks."""
 
-    __slots__ = ("_queue", "dropped")
+    __slots__ = ("_capacity", "_letters", "_waiters", "dropped")
 
     def __init__(self, capacity: int) -> None:
-        self._queue: asyncio.Queue[Letter] = asyncio.Queue(maxsize=capacity)
+        self._capacity = capacity
+        self._letters: deque[Letter] = deque()
+        self._waiters: deque[asyncio.Future[None]] = deque()
         self.dropped = 0
 
     def put(self, letter: Letter) -> bool:
         """Queue a letter; False (and counted in ``dropped``) when full."""
-        try:
-            self._queue.put_nowait(letter)
-        except asyncio.QueueFull:
+        if len(self._letters) >= self._capacity:
             self.dropped += 1
             return False
+        self._letters.append(letter)
+        self._wake_one()
         return True
 
-    def full(self) -> bool:
-        """True when another letter would be refused."""
-        return self._queue.full()
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     async def get(self) -> Letter:
         """Wait for the next letter (expired ones included: the caller decides)."""
-        return await self._queue.get()
+        while not self._letters:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                waiter.cancel()
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                elif self._letters:  # we were woken for a letter we will not take
+                    self._wake_one()
+                raise
+        return self._letters.popleft()
 
     def drain(self) -> list[Letter]:
         """Remove and return every queued letter."""
-        letters = []
-        while not self._queue.empty():
-            letters.append(self._queue.get_nowait())
+        letters = list(self._letters)
+        self._letters.clear()
         return letters
 
+    def full(self) -> bool:
+        """True when another letter would be refused."""
+        return len(self._letters) >= self._capacity
+
     def __len__(self) -> int:
-        return self._queue.qsize()
+        return len(self._letters)
 
 
 def expired(letter: Letter) -> bool:
     """True when the letter waited longer than the layer's ``expiry``."""
-    return letter.deadline <= time.monotonic()
+    return letter[0] <= time.monotonic()

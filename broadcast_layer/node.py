@@ -34,7 +34,7 @@ from .connection import (
 )
 from .exceptions import ChannelFull, RedisUnavailable
 from .keys import Keys, node_of, shard_index
-from .mailbox import Letter, Mailbox, expired
+from .mailbox import Letter, Mailbox
 from .registry import RegistryCalls
 from .scripts import Call
 from .subscriptions import Subscriptions
@@ -196,30 +196,28 @@ class Node:
         mailbox = self.mailboxes.get(channel)
         if mailbox is None:
             return 0
-        letter = Letter(time.monotonic() + self.config.expiry, self._decode(data), False)
-        if not mailbox.put(letter):
+        if not mailbox.put((time.monotonic() + self.config.expiry, self._decode(data), False)):
             raise ChannelFull(channel)
         return 1
 
     async def receive(self, channel: str) -> dict[str, Any]:
         """Wait for the next message on a channel (FIFO for a single reader)."""
-        if "!" not in channel:
-            return await self._receive_queue(channel)
-        if node_of(channel) != self.id:
-            raise ValueError(f"{channel!r} belongs to another node; only its owner can receive")
-        handle = self._abandon.pop(channel, None)
-        if handle is not None:
-            handle.cancel()
         mailbox = self.mailboxes.get(channel)
         if mailbox is None:
-            mailbox = self.mailboxes[channel] = Mailbox(self.config.capacity_for(channel))
+            mailbox = self._mailbox_for_receive(channel)
+            if mailbox is None:
+                return await self._receive_queue(channel)
+        if self._abandon:
+            handle = self._abandon.pop(channel, None)
+            if handle is not None:
+                handle.cancel()
         try:
             while True:
-                letter = await mailbox.get()
-                if letter.counted:
+                deadline, message, counted = await mailbox.get()
+                if counted:
                     self._release(channel)
-                if not expired(letter):
-                    return letter.message
+                if deadline > time.monotonic():
+                    return message
         except asyncio.CancelledError:
             # A consumer that stops receiving for good leaves its groups after `expiry`.
             if not self.closed and channel in self.mailboxes:
@@ -228,6 +226,16 @@ class Node:
                     self.config.expiry, self.abandon_channel, channel
                 )
             raise
+
+    def _mailbox_for_receive(self, channel: str) -> Mailbox | None:
+        """The mailbox of a local channel not created by new_channel (None: a queue)."""
+        owner = node_of(channel)
+        if owner is None:
+            return None
+        if owner != self.id:
+            raise ValueError(f"{channel!r} belongs to another node; only its owner can receive")
+        mailbox = self.mailboxes[channel] = Mailbox(self.config.capacity_for(channel))
+        return mailbox
 
     async def _receive_queue(self, channel: str) -> dict[str, Any]:
         host, key = self.host_for(channel), self.keys.queue(channel)
@@ -260,8 +268,8 @@ class Node:
         self._abandon.pop(channel, None)
         mailbox = self.mailboxes.pop(channel, None)
         if mailbox is not None:
-            for letter in mailbox.drain():
-                if letter.counted:
+            for _, _, counted in mailbox.drain():
+                if counted:
                     self._release(channel)
         emptied = self.subscriptions.remove_channel(channel)
         if emptied:
@@ -327,7 +335,7 @@ class Node:
         mailbox = self.mailboxes.get(channel)
         if mailbox is not None:
             message = {"type": DISCONNECT_TYPE}
-            mailbox.put(Letter(time.monotonic() + self.config.expiry, message, False))
+            mailbox.put((time.monotonic() + self.config.expiry, message, False))
         return mailbox is not None
 
     async def set_metadata(self, channel: str, metadata: dict[str, Any]) -> bool:
@@ -422,10 +430,10 @@ class Node:
         channel_bytes, _, data = payload.partition(b"\n")
         channel = channel_bytes.decode()
         mailbox = self.mailboxes.get(channel)
-        letter = None
+        letter: Letter | None = None
         if mailbox is not None:
             try:
-                letter = Letter(time.monotonic() + self.config.expiry, self._decode(data), True)
+                letter = (time.monotonic() + self.config.expiry, self._decode(data), True)
             except Exception:
                 logger.exception("Dropped an undecodable message for %s", channel)
         if letter is None or mailbox is None or not mailbox.put(letter):
@@ -456,12 +464,13 @@ class Node:
         now = time.monotonic()
         deadline = now + self.config.expiry
         copy_of = _copier(message)
+        mailboxes = self.mailboxes
         stale = []
         for channel, until in members.items():
             if until <= now:
                 stale.append(channel)
-            elif (mailbox := self.mailboxes.get(channel)) is not None:
-                if not mailbox.put(Letter(deadline, copy_of(), False)):
+            elif (mailbox := mailboxes.get(channel)) is not None:
+                if not mailbox.put((deadline, copy_of(), False)):
                     self.dropped += 1
             else:  # a normal channel, or a local one not receiving yet
                 self._spawn(self._forward(channel, data))
