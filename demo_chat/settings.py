@@ -3,6 +3,7 @@
 ``DJANGO_SECRET_KEY``  the secret key; if unset, a demo-only key kept in ``.demo/secret_key``
 ``DJANGO_DEBUG``       "1" (default) or "0"
 ``REDIS_URL``          the channel layer's Redis (default ``redis://127.0.0.1:6379/0``)
+``DEMO_DB_PATH``       the SQLite database (default ``.demo/db.sqlite3``); tests use their own
 """
 
 from __future__ import annotations
@@ -86,7 +87,10 @@ TEMPLATES = [
 ]
 
 DATABASES = {
-    "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": DEMO_DIR / "db.sqlite3"},
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("DEMO_DB_PATH") or DEMO_DIR / "db.sqlite3",
+    },
 }
 
 CHANNEL_LAYERS = {
