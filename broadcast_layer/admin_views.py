@@ -112,12 +112,7 @@ def room_list(request: HttpRequest, model_admin: RegistryAdmin) -> HttpResponse:
         "page": page,
         "rows": rows,
         "summary": _rooms_summary(query, page),
-        "empty_text": (
-            f"No room matching {query.pattern} so far"
-            + ("; the next page searches further." if page.next_offset is not None else ".")
-            if query.pattern
-            else "No rooms: no channel is in a group."
-        ),
+        "empty_text": _no_rooms_text(query, page),
         "sort_by_name": query.url(order="name", offset=0),
         "sort_by_size": query.url(order="size", offset=0),
         "first_url": query.url(offset=0) if query.offset else None,
@@ -143,6 +138,14 @@ def _find_rooms(registry: SyncRegistry, query: RoomQuery, per_page: int) -> Room
         page = registry.rooms(query.pattern, query.order, page.next_offset, per_page - len(rooms))
         rooms += page.rooms
     return RoomPage(tuple(rooms), page.total, page.next_offset)
+
+
+def _no_rooms_text(query: RoomQuery, page: RoomPage) -> str:
+    if not query.pattern:
+        return "No rooms: no channel is in a group."
+    if page.next_offset is None:
+        return f"No room matching {query.pattern}."
+    return f"No room matching {query.pattern} so far; the next page searches further."
 
 
 def _count(number: int, noun: str) -> str:

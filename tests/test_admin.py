@@ -265,7 +265,7 @@ async def test_rooms_search_by_glob_or_by_a_word(login, layer):
     assert room_names(await get(client, ROOMS, q="chat.[!l]*")) == ["chat.help"]
     nothing = await get(client, ROOMS, q="nope")
     assert room_names(nothing) == []
-    assert "No room matching *nope*" in text(nothing)
+    assert "No room matching *nope*." in text(nothing)
     # Only the unfiltered list can step back a page: a pattern's offsets are not counts.
     assert (await get(client, ROOMS, q="chat*", offset=1)).context["previous_url"] is None
 
