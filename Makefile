@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint env
+.PHONY: demo test lint env screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,3 +23,7 @@ test: $(STAMP)  ## the whole suite, against a redis-server it starts itself
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+screenshots: $(STAMP)  ## refresh docs/images/ from the browser tests
+	SAVE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/e2e/test_admin_browser.py tests/e2e/test_demo_browser.py

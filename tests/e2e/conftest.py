@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -163,3 +165,33 @@ def daphne(
 def two_nodes(daphne: DaphneFactory) -> list[DaphneNode]:
     """Two demo servers, node-a and node-b, sharing the test Redis."""
     return daphne("node-a", "node-b")
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+HAVE_CHROMIUM = Path(CHROMIUM).exists()
+CHROMIUM_ARGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    """Debian's headless Chromium driven by Playwright (skips when either is missing)."""
+    playwright_api = pytest.importorskip("playwright.async_api")
+    if not HAVE_CHROMIUM:
+        pytest.skip("Chromium is not installed (apt-get install chromium); CI installs it")
+    async with playwright_api.async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()
+
+
+@pytest.fixture
+def screenshots(tmp_path: Path) -> Path:
+    """Where browser tests save screenshots: docs/images/ with SAVE_SCREENSHOTS=1
+    (``make screenshots``), else a temporary folder, so a test run leaves the tree clean.
+    """
+    if os.environ.get("SAVE_SCREENSHOTS"):
+        return REPO_ROOT / "docs" / "images"
+    return tmp_path

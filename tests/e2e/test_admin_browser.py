@@ -2,7 +2,7 @@
 
 Staff log in to the demo's admin on node-a, find a room that WebSocket clients joined
 through node-a and node-b, send the room a message the clients receive, disconnect
-one of them and see it gone. The screenshots in docs/images/ come from this test.
+one of them and see it gone. ``make screenshots`` saves docs/images/ from this test.
 """
 
 from __future__ import annotations
@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +26,6 @@ from .conftest import REPO_ROOT, DaphneFactory, DaphneNode
 playwright_api = pytest.importorskip("playwright.async_api")
 expect = playwright_api.expect
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-HAVE_CHROMIUM = Path(CHROMIUM).exists()
-IMAGES = REPO_ROOT / "docs" / "images"
 TIMEOUT = 15.0
 STAFF, MEMBER, PASSWORD = "staff", "member", "e2e-only-password"
 
@@ -69,16 +60,6 @@ def demo(daphne: DaphneFactory, demo_db: Path) -> DaphneFactory:
         return daphne(*names, env={"DEMO_DB_PATH": str(demo_db)})
 
     return start
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    if not HAVE_CHROMIUM:
-        pytest.skip("Chromium is not installed (apt-get install chromium); CI installs it")
-    async with playwright_api.async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        await browser.close()
 
 
 async def log_in(browser: Any, node: DaphneNode, username: str) -> Any:
@@ -127,7 +108,7 @@ async def reload_until_gone(page: Any, locator: Any) -> None:
 
 
 async def test_staff_send_to_a_live_room_and_disconnect_a_member(
-    browser: Any, demo: DaphneFactory
+    browser: Any, demo: DaphneFactory, screenshots: Path
 ) -> None:
     node_a, node_b = demo("node-a", "node-b")
     async with (
@@ -146,7 +127,7 @@ async def test_staff_send_to_a_live_room_and_disconnect_a_member(
         await expect(lobby.locator(".field-nodes")).to_have_text("2")
         await page.click("#result_list th a:text-is('Members')")  # sort by size
         await expect(page).to_have_url(f"{node_a.base_url}/admin/broadcast_layer/room/?o=size")
-        await page.screenshot(path=str(IMAGES / "admin-rooms.png"))
+        await page.screenshot(path=str(screenshots / "admin-rooms.png"))
         await page.fill("#searchbar", "lob*")
         await page.press("#searchbar", "Enter")
         await expect(page.locator("#result_list tbody tr")).to_have_count(1)
@@ -164,7 +145,7 @@ async def test_staff_send_to_a_live_room_and_disconnect_a_member(
         for ws in (ann, bob):
             announcement = await receive_type(ws, "announcement")
             assert announcement["text"] == "The admin says hello"
-        await page.screenshot(path=str(IMAGES / "admin-room.png"), full_page=True)
+        await page.screenshot(path=str(screenshots / "admin-room.png"), full_page=True)
 
         # disconnecting bob (on node-b, from node-a) closes his socket; he leaves the page
         await members.filter(has_text="node-b").locator("input.disconnect").click()

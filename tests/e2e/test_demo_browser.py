@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,26 +16,9 @@ import pytest
 from .conftest import REPO_ROOT, DaphneFactory, DaphneNode
 
 playwright_api = pytest.importorskip("playwright.async_api")
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-HAVE_CHROMIUM = Path(CHROMIUM).exists()
-CHROMIUM_ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 # Short heartbeats so a killed node leaves the presence lists within seconds.
 FAST_REGISTRY = {"DEMO_HEARTBEAT": "0.5", "DEMO_NODE_TTL": "2"}
-SCREENSHOT = REPO_ROOT / "docs" / "images" / "demo-chat.png"
 WAIT_MS = 15_000
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[object]:
-    if not HAVE_CHROMIUM:
-        pytest.skip("Chromium is not installed (apt-get install chromium); CI installs it")
-    async with playwright_api.async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        await browser.close()
 
 
 @pytest.fixture
@@ -73,7 +55,11 @@ async def say(page: object, text: str) -> None:
 
 
 async def test_two_people_on_two_nodes(
-    browser: object, daphne: DaphneFactory, worker: subprocess.Popen[bytes], redis_url: str
+    browser: object,
+    daphne: DaphneFactory,
+    worker: subprocess.Popen[bytes],
+    redis_url: str,
+    screenshots: Path,
 ) -> None:
     expect = playwright_api.expect
     node_a, node_b = daphne("node-a", "node-b", env=FAST_REGISTRY)
@@ -117,8 +103,7 @@ async def test_two_people_on_two_nodes(
     )
     assert await bob.locator("#log li.private").count() == 0
 
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    await ann.screenshot(path=str(SCREENSHOT))
+    await ann.screenshot(path=str(screenshots / "demo-chat.png"))
 
     # a node that dies leaves the others' presence lists within the heartbeat TTL
     node_b.process.send_signal(signal.SIGKILL)
