@@ -214,15 +214,18 @@ def _room_page(
         "redis_error": redis_error,
     }
     if redis_error is None:
+        size = nodes = 0
         try:
-            members = _registry(model_admin).members(name)
+            registry = _registry(model_admin)
+            members = registry.members(name, limit=MEMBERS_SHOWN)
+            counts = registry.room(name)  # O(1), never loads every member
+            size, nodes = counts.size, counts.nodes
         except RedisUnavailable as exc:
             members, context["redis_error"] = [], exc
-        nodes = len({member.node for member in members})
         context |= {
-            "members": [_member_row(request, member) for member in members[:MEMBERS_SHOWN]],
-            "hidden": max(0, len(members) - MEMBERS_SHOWN),
-            "summary": f"{_count(len(members), 'member')} on {_count(nodes, 'node')}",
+            "members": [_member_row(request, member) for member in members],
+            "hidden": max(0, size - len(members)),
+            "summary": f"{_count(size, 'member')} on {_count(nodes, 'node')}",
         }
     return _render(request, model_admin, "room_detail.html", context)
 

@@ -20,7 +20,9 @@ import redis
 import redis.sentinel
 from channels_redis.utils import create_pool
 from redis import asyncio as aioredis
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .exceptions import RedisUnavailable
@@ -307,3 +309,117 @@ class Subscriber:
             for waiter in waiters:
                 waiter.cancel()
         self._waiters.clear()
+
+
+class Host:
+    """Connections to one Redis server: a command client with its scripts, and a subscriber.
+
+    Registry writes go through :meth:`submit`: they reach Redis in the order they were
+    submitted (one writer, one pipeline at a time), batched into one round trip, so the
+    registry sees concurrent joins and leaves in the order the node applied them.
+    """
+
+    def __init__(
+        self, spec: dict[str, Any], on_message: MessageHandler, backoff: tuple[float, float]
+    ) -> None:
+        self.client = make_client(spec)
+        self.subscriber = Subscriber(spec, on_message, backoff)
+        self._scripts: dict[str, AsyncScript] = {}
+        self._pending: list[tuple[Call[Any], asyncio.Future[Any]]] = []
+        self._pending_wakeup = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def _script(self, source: str) -> AsyncScript:
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self.client.register_script(source)
+        return script
+
+    async def run(self, call: Call[T]) -> T:
+        """Run one script call now."""
+        reply = await self._script(call.script)(keys=list(call.keys), args=list(call.args))
+        return call.parse(reply)
+
+    async def run_all(self, calls: list[Call[Any]]) -> list[Any]:
+        """Run calls in one pipeline (one round trip); a failed call's entry is its exception."""
+        replies = await self._pipeline(calls)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:  # Redis lost its scripts (a restart): load them, retry those calls
+            for source in {calls[i].script for i in missing}:
+                await self.client.script_load(source)
+            for i, reply in zip(missing, await self._pipeline([calls[i] for i in missing]),
+                                strict=True):  # fmt: skip
+                replies[i] = reply
+        results: list[Any] = []
+        for call, reply in zip(calls, replies, strict=True):
+            if isinstance(reply, Exception):
+                results.append(reply)
+                continue
+            try:
+                results.append(call.parse(reply))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    async def _pipeline(self, calls: list[Call[Any]]) -> list[Any]:
+        # EVALSHA directly: redis-py's script objects would add a SCRIPT EXISTS round trip.
+        async with self.client.pipeline(transaction=False) as pipe:
+            for call in calls:
+                pipe.evalsha(self._script(call.script).sha, len(call.keys), *call.keys, *call.args)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+            return replies
+
+    def submit(self, call: Call[T]) -> asyncio.Future[T]:
+        """Queue a write; the future resolves once Redis has run it (in submission order)."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((call, future))
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(
+                self._write_loop(), name="broadcast_layer.registry-writer"
+            )
+        self._pending_wakeup.set()
+        return future
+
+    def submit_quietly(self, call: Call[Any]) -> None:
+        """Queue a write nobody waits for; a failure is logged, not raised."""
+        self.submit(call).add_done_callback(_log_failure)
+
+    async def _write_loop(self) -> None:
+        while not self._closed:
+            await self._pending_wakeup.wait()
+            self._pending_wakeup.clear()
+            batch, self._pending = self._pending, []
+            if not batch:
+                continue
+            try:
+                results = await self.run_all([call for call, _ in batch])
+            except CONNECTION_ERRORS as exc:
+                raise_if_cancelled()
+                results = [exc] * len(batch)
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done():
+                    continue
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+    async def close(self) -> None:
+        """Stop the writer and the subscriber, close every connection (idempotent)."""
+        self._closed = True
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+        for _, future in self._pending:
+            future.cancel()
+        self._pending.clear()
+        await self.subscriber.close()
+        await close_client(self.client)
+
+
+def _log_failure(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.warning("Registry write failed: %s", future.exception())

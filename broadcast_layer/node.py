@@ -16,22 +16,13 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from redis.commands.core import AsyncScript
-
 from . import scripts
 from .conf import LayerConfig
-from .connection import (
-    CONNECTION_ERRORS,
-    Subscriber,
-    blocking_timeout,
-    close_client,
-    make_client,
-    raise_if_cancelled,
-)
+from .connection import CONNECTION_ERRORS, Host, blocking_timeout, raise_if_cancelled
 from .exceptions import ChannelFull, RedisUnavailable
 from .keys import Keys, node_of, shard_index
 from .mailbox import Letter, Mailbox
@@ -58,39 +49,6 @@ class NodeStats:
     groups: frozenset[str]
     dropped: int
     reconnects: int
-
-
-class Host:
-    """Connections to one Redis server: a command client with its scripts, and a subscriber."""
-
-    def __init__(self, spec: dict[str, Any], on_message: Callable[[bytes, bytes], None],
-                 backoff: tuple[float, float]) -> None:  # fmt: skip
-        self.client = make_client(spec)
-        self.subscriber = Subscriber(spec, on_message, backoff)
-        self._scripts: dict[str, AsyncScript] = {}
-
-    def _script(self, source: str) -> AsyncScript:
-        script = self._scripts.get(source)
-        if script is None:
-            script = self._scripts[source] = self.client.register_script(source)
-        return script
-
-    async def run(self, call: Call[T]) -> T:
-        """Run one registry call."""
-        reply = await self._script(call.script)(keys=list(call.keys), args=list(call.args))
-        return call.parse(reply)
-
-    async def run_all(self, calls: list[Call[Any]]) -> None:
-        """Run several registry calls in one pipeline (one round trip)."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            for call in calls:
-                script = self._script(call.script)
-                await script(keys=list(call.keys), args=list(call.args), client=pipe)
-            await pipe.execute()
-
-    async def close(self) -> None:
-        await self.subscriber.close()
-        await close_client(self.client)
 
 
 def _copier(message: dict[str, Any]) -> Callable[[], dict[str, Any]]:
@@ -168,7 +126,7 @@ class Node:
         await self._listen()
         name = f"{prefix}.{self.id}!{uuid.uuid4().hex[:12]}"
         self.mailboxes[name] = Mailbox(self.config.capacity_for(name))
-        await self.registry.run(self.calls.open(name, self.id))
+        await self.registry.submit(self.calls.open(name, self.id))
         return name
 
     async def _listen(self) -> None:
@@ -274,7 +232,7 @@ class Node:
         emptied = self.subscriptions.remove_channel(channel)
         if emptied:
             self._spawn(self._unsubscribe(emptied))
-        self._spawn(self._registry_write(self.calls.close(channel, self.id)))
+        self.registry.submit_quietly(self.calls.close(channel, self.id))
 
     # -- groups ------------------------------------------------------------------------
 
@@ -292,6 +250,9 @@ class Node:
         self._registered = True
         new = channel not in self.subscriptions.members(group)
         first = self.subscriptions.add(group, channel, time.monotonic() + self.config.group_expiry)
+        # Submitted right after the local change, before any await: the registry sees
+        # concurrent joins and leaves of this node in the order they happened here.
+        joined = self.registry.submit(self.calls.join(group, channel, self.id))
         subscriber = self.host_for(group).subscriber
         pubsub_channel = self.keys.group_channel(group)
         try:
@@ -299,13 +260,13 @@ class Node:
                 await subscriber.want([pubsub_channel])
             await _both(
                 subscriber.wait_subscribed(pubsub_channel, self.config.subscribe_timeout),
-                self.registry.run(self.calls.join(group, channel, self.id)),
+                joined,
             )
         except BaseException:
             if new:  # leave nothing behind: not in the group, not in the registry
                 if self.subscriptions.discard(group, channel):
                     await subscriber.unwant([pubsub_channel])
-                self._spawn(self._registry_write(self.calls.leave(group, channel, self.id)))
+                self.registry.submit_quietly(self.calls.leave(group, channel, self.id))
             raise
 
     async def group_discard(self, group: str, channel: str) -> None:
@@ -317,10 +278,8 @@ class Node:
         if owner is None and channel not in self.subscriptions.members(group):
             return  # a normal channel held by another node (or nobody): see docs
         last = self.subscriptions.discard(group, channel)
-        await _both(
-            self._unsubscribe([group]) if last else _nothing(),
-            self.registry.run(self.calls.leave(group, channel, self.id)),
-        )
+        left = self.registry.submit(self.calls.leave(group, channel, self.id))
+        await _both(self._unsubscribe([group]) if last else _nothing(), left)
 
     async def disconnect(self, channel: str) -> bool:
         """Deliver a ``broadcast.disconnect`` message to a channel on any node.
@@ -476,7 +435,7 @@ class Node:
                 self._spawn(self._forward(channel, data))
         if stale:
             for channel in stale:
-                self._spawn(self._registry_write(self.calls.leave(group, channel, self.id)))
+                self.registry.submit_quietly(self.calls.leave(group, channel, self.id))
             emptied = [group for channel in stale if self.subscriptions.discard(group, channel)]
             self._spawn(self._unsubscribe(emptied))
 
@@ -517,8 +476,10 @@ class Node:
         while not self.closed:
             await asyncio.sleep(interval)  # a timer, not a hot path
             expired = self.subscriptions.expire(time.monotonic())
+            for group, channel in expired:
+                self.registry.submit_quietly(self.calls.leave(group, channel, self.id))
             emptied = [group for group, _ in expired if group not in self.subscriptions]
-            calls: list[Call[Any]] = [self.calls.leave(g, c, self.id) for g, c in expired]
+            calls: list[Call[Any]] = []
             if self._registered:
                 calls.append(self.calls.heartbeat(self.id, self._started, len(self.mailboxes)))
             calls.append(self.calls.reap())
@@ -529,13 +490,6 @@ class Node:
             except CONNECTION_ERRORS as exc:
                 raise_if_cancelled()
                 logger.warning("Heartbeat failed (%s); retrying in %.1fs", exc, interval)
-
-    async def _registry_write(self, call: Call[Any]) -> None:
-        """A registry write nobody waits for (closing a channel, rolling back)."""
-        try:
-            await self.registry.run(call)
-        except CONNECTION_ERRORS as exc:
-            logger.warning("Registry write failed: %s", exc)
 
     async def ping(self) -> None:
         """PING every host (raises redis-py's ConnectionError when one is down)."""
@@ -606,7 +560,7 @@ async def _nothing() -> None:
     return None
 
 
-async def _both(first: Coroutine[Any, Any, Any], second: Coroutine[Any, Any, Any]) -> None:
+async def _both(first: Awaitable[Any], second: Awaitable[Any]) -> None:
     """Run two awaitables concurrently, wait for both, re-raise the first failure."""
     results = await asyncio.gather(first, second, return_exceptions=True)
     for result in results:

@@ -233,8 +233,17 @@ class RegistryCalls:
         _names.require_valid_group_name(group)
         return Call(scripts.ROOM_SIZE, [self.keys.members(group)], [self.config.group_expiry], int)
 
-    def members(self, group: str) -> Call[list[Member]]:
+    def room(self, group: str) -> Call[Room]:
         _names.require_valid_group_name(group)
+        return Call(
+            scripts.ROOM, [self.keys.members(group), self.keys.member_nodes(group)],
+            [self.config.group_expiry], lambda reply: Room(group, int(reply[0]), int(reply[1])),
+        )  # fmt: skip
+
+    def members(self, group: str, offset: int = 0, limit: int | None = None) -> Call[list[Member]]:
+        _names.require_valid_group_name(group)
+        if offset < 0 or (limit is not None and limit < 1):
+            raise ValueError("offset must be >= 0 and limit >= 1")
 
         def parse(reply: list[Any]) -> list[Member]:
             members = []
@@ -247,9 +256,10 @@ class RegistryCalls:
         return Call(
             scripts.MEMBERS,
             [self.keys.members(group), self.keys.nodes],
-            [self.keys.prefix, self.config.group_expiry, self.config.node_ttl],
+            [self.keys.prefix, self.config.group_expiry, self.config.node_ttl, offset,
+             -1 if limit is None else limit],
             parse,
-        )
+        )  # fmt: skip
 
     def channel(self, channel: str) -> Call[ChannelInfo | None]:
         """A process-specific channel's record (None when the registry does not know it)."""
@@ -328,9 +338,16 @@ class Registry:
         """How many unexpired members a group has (one ZCOUNT)."""
         return await self._run(self.calls.room_size(group))
 
-    async def members(self, group: str) -> list[Member]:
-        """The group's members on live nodes, with node, join time and metadata."""
-        return await self._run(self.calls.members(group))
+    async def room(self, group: str) -> Room:
+        """One group's size and the number of nodes holding its members (one call)."""
+        return await self._run(self.calls.room(group))
+
+    async def members(self, group: str, offset: int = 0, limit: int | None = None) -> list[Member]:
+        """The group's members on live nodes, in join order, with node, join time, metadata.
+
+        ``offset``/``limit`` page through a large group.
+        """
+        return await self._run(self.calls.members(group, offset, limit))
 
     async def groups_of(self, channel: str) -> dict[str, datetime]:
         """The groups a process-specific channel is in, with join times."""
@@ -377,9 +394,13 @@ class SyncRegistry:
         """See :meth:`Registry.room_size`."""
         return self._run(self.calls.room_size(group))
 
-    def members(self, group: str) -> list[Member]:
+    def room(self, group: str) -> Room:
+        """See :meth:`Registry.room`."""
+        return self._run(self.calls.room(group))
+
+    def members(self, group: str, offset: int = 0, limit: int | None = None) -> list[Member]:
         """See :meth:`Registry.members`."""
-        return self._run(self.calls.members(group))
+        return self._run(self.calls.members(group, offset, limit))
 
     def groups_of(self, channel: str) -> dict[str, datetime]:
         """See :meth:`Registry.groups_of`."""

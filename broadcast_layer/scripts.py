@@ -205,18 +205,26 @@ end
 return nodes
 """)
 
+# KEYS: members(G), member nodes(G). ARGV: group_expiry (s).
+# Returns [unexpired members, nodes holding members].
+ROOM = _registry_script("""
+local size = redis.call('ZCOUNT', KEYS[1], '(' .. (now() - tonumber(ARGV[1])), '+inf')
+return {size, redis.call('HLEN', KEYS[2])}
+""")
+
 # KEYS: members(G). ARGV: group_expiry (s). Counts unexpired memberships.
 ROOM_SIZE = _registry_script("""
 return redis.call('ZCOUNT', KEYS[1], '(' .. (now() - tonumber(ARGV[1])), '+inf')
 """)
 
-# KEYS: members(G), nodes index. ARGV: prefix, group_expiry (s), ttl (s).
+# KEYS: members(G), nodes index. ARGV: prefix, group_expiry (s), ttl (s), offset, count
+# (-1: all), in join order.
 # Returns flat [channel, joined, node, record JSON] for unexpired members of live nodes
 # (normal channels, which belong to no node, come with node "" and no record).
 MEMBERS = _registry_script("""
 local t = now()
 local entries = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (t - tonumber(ARGV[2])), '+inf',
-                           'WITHSCORES')
+                           'WITHSCORES', 'LIMIT', tonumber(ARGV[4]), tonumber(ARGV[5]))
 local alive, out = {}, {}
 for i = 1, #entries, 2 do
   local channel = entries[i]

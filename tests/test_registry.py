@@ -306,3 +306,16 @@ async def test_disconnecting_an_unknown_channel_of_a_live_node_returns_false(nod
     real = await nodes[0].new_channel()
     assert await nodes[1].disconnect(real.replace("!", "!unknown")) is False
     assert await nodes[0].disconnect(real.replace("!", "!unknown")) is False
+
+
+async def test_members_page_through_a_group_in_join_order_and_room_counts(nodes):
+    channels = [await nodes[i % 2].new_channel() for i in range(7)]
+    for i, channel in enumerate(channels):
+        await nodes[i % 2].group_add("paged", channel)
+    first = await nodes[2].registry.members("paged", limit=3)
+    rest = await nodes[2].registry.members("paged", offset=3)
+    assert [m.channel for m in first + rest] == channels
+    room = await nodes[2].registry.room("paged")
+    assert (room.size, room.nodes) == (7, 2)
+    with pytest.raises(ValueError, match="limit"):
+        await nodes[2].registry.members("paged", limit=0)
