@@ -11,14 +11,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import platform
+import subprocess
 import sys
 import time
 import traceback
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from broadcast_layer.embedded import EmbeddedRedis
+from broadcast_layer.embedded import EmbeddedRedis, find_redis_server
 
 from . import membership, scenarios
 from .harness import BenchError, RedisStats, WorkerPool
@@ -65,7 +69,9 @@ def _runs(plan: Plan, only: set[str]) -> list[tuple[str, Callable[[Bench], None]
         layers = REDIS_LAYERS[rep % 3 :] + REDIS_LAYERS[: rep % 3]
         if "fanout" in only:
             for n in plan.fanout_n:
-                for layer in (*layers, *LOCAL_LAYERS):
+                # InMemory at N=5000 takes ~35 s per message: once is enough.
+                local = LOCAL_LAYERS if n < 5000 or rep == 0 else ("queue",)
+                for layer in (*layers, *local):
                     runs.append(
                         (
                             f"fanout {layer} N={n} rep {rep}",
@@ -91,6 +97,26 @@ def _runs(plan: Plan, only: set[str]) -> list[tuple[str, Callable[[Bench], None]
     return runs
 
 
+def _versions() -> dict[str, str]:
+    """What was measured: the layer's commit (``+dirty`` with local changes) and versions."""
+    root = Path(__file__).parent.parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--", "broadcast_layer"):
+        commit += "+dirty"
+    server = subprocess.run([find_redis_server(), "--version"], capture_output=True, text=True)
+    return {
+        "broadcast_layer": commit,
+        "redis_server": server.stdout.split()[2].removeprefix("v="),
+        "python": platform.python_version(),
+        **{name: metadata.version(name) for name in ("redis", "channels-redis", "channels")},
+    }
+
+
 def _progress(record: dict[str, Any]) -> str:
     keys = ("deliveries_per_s", "sends_per_s", "ops_per_s", "latency_ms", "lost", "error")
     shown = {k: record[k] for k in keys if k in record}
@@ -112,12 +138,13 @@ def main(argv: list[str]) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = RESULTS / f"{plan.name}-{stamp}.jsonl"
     records: list[dict[str, Any]] = []
+    versions = _versions()
     started = time.monotonic()
     with EmbeddedRedis() as server, path.open("w") as out:
         pool, redis_stats = WorkerPool(), RedisStats(server.url)
 
         def emit(record: dict[str, Any]) -> None:
-            record = {"plan": plan.name, **record}
+            record = {"plan": plan.name, "versions": versions, **record}
             records.append(record)
             out.write(json.dumps(record) + "\n")
             out.flush()
@@ -142,14 +169,16 @@ def main(argv: list[str]) -> int:
     text, checked = render(Results(records), plan)
     header = (
         f"Plan {plan.name}, {plan.reps} repetition(s), {time.monotonic() - started:.0f}s; "
-        f"medians of per-repetition ratios; raw records in benchmarks/results/{path.name}\n\n"
+        f"medians of per-repetition ratios; raw records in benchmarks/results/{path.name}\n"
+        f"Measured: {', '.join(f'{k} {v}' for k, v in versions.items())}; "
+        f"{os.cpu_count()} CPUs\n\n"
     )
     print("\n" + header + text)
     suffix = "" if plan.name == "full" else f"-{plan.name}"
     (RESULTS / f"summary{suffix}.md").write_text(header + text)
     with (RESULTS / f"summary{suffix}.jsonl").open("w") as summary:
         for target in checked:
-            summary.write(json.dumps(target.as_dict()) + "\n")
+            summary.write(json.dumps({**target.as_dict(), "versions": versions}) + "\n")
     return 0
 
 
