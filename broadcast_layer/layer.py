@@ -166,9 +166,12 @@ class BroadcastChannelLayer(BaseChannelLayer):
 
         A process-specific channel can only be received on the loop that created it.
         """
+        node = self._node()
+        if channel in node.mailboxes:  # local: valid by construction, and no Redis I/O
+            return await node.receive(channel)
         self.require_valid_channel_name(channel)
         async with _redis_errors:
-            return await self._node().receive(channel)
+            return await node.receive(channel)
 
     async def new_channel(self, prefix: str = "specific") -> str:
         """Create a process-specific channel owned by this loop's node and return its name."""
