@@ -325,6 +325,7 @@ class Host:
         self.client = make_client(spec)
         self.subscriber = Subscriber(spec, on_message, backoff)
         self._scripts: dict[str, AsyncScript] = {}
+        self._loaded: set[str] = set()
         self._pending: list[tuple[Call[Any], asyncio.Future[Any]]] = []
         self._pending_wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -343,6 +344,9 @@ class Host:
 
     async def run_all(self, calls: list[Call[Any]]) -> list[Any]:
         """Run calls in one pipeline (one round trip); a failed call's entry is its exception."""
+        for source in {call.script for call in calls} - self._loaded:
+            await self.client.script_load(source)  # once per script, so a batch never
+            self._loaded.add(source)  # half-fails on a script Redis has not seen yet
         replies = await self._pipeline(calls)
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:  # Redis lost its scripts (a restart): load them, retry those calls
@@ -374,7 +378,7 @@ class Host:
         """Queue a write; the future resolves once Redis has run it (in submission order)."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.append((call, future))
-        if self._writer is None:
+        if self._writer is None or self._writer.done():  # asyncio.run() may have cancelled it
             self._writer = asyncio.get_running_loop().create_task(
                 self._write_loop(), name="broadcast_layer.registry-writer"
             )
@@ -394,7 +398,7 @@ class Host:
                 continue
             try:
                 results = await self.run_all([call for call, _ in batch])
-            except CONNECTION_ERRORS as exc:
+            except Exception as exc:  # the writer must outlive any one failed batch
                 raise_if_cancelled()
                 results = [exc] * len(batch)
             for (_, future), result in zip(batch, results, strict=True):

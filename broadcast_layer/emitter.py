@@ -16,7 +16,7 @@ from django.conf import settings
 
 from .connection import SyncHost, sync_redis_errors
 from .keys import Keys, shard_index
-from .layer import get_layer
+from .layer import _redis_errors, get_layer
 from .node import channel_send_call
 
 __all__ = ["AsyncEmitter", "EmitResult", "Emitter", "all_group", "emitter_settings", "user_group"]
@@ -141,5 +141,6 @@ class AsyncEmitter:
         """See :meth:`Emitter.channel`."""
         self.layer.require_valid_channel_name(channel)
         data = self.layer.encode(message)
-        reached = await self.layer._node().send(channel, data)
+        async with _redis_errors:
+            reached = await self.layer._node().send(channel, data)
         return EmitResult(channel, reached, 1 if reached else 0)

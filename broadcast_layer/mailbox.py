@@ -38,6 +38,11 @@ class Mailbox:
         self._wake_one()
         return True
 
+    def put_urgent(self, letter: Letter) -> None:
+        """Queue a letter even when full (control messages such as a disconnect)."""
+        self._letters.append(letter)
+        self._wake_one()
+
     def _wake_one(self) -> None:
         while self._waiters:
             waiter = self._waiters.popleft()

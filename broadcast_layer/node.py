@@ -126,7 +126,11 @@ class Node:
         await self._listen()
         name = f"{prefix}.{self.id}!{uuid.uuid4().hex[:12]}"
         self.mailboxes[name] = Mailbox(self.config.capacity_for(name))
-        await self.registry.submit(self.calls.open(name, self.id))
+        try:
+            await self._registry_wait(self.registry.submit(self.calls.open(name, self.id)))
+        except BaseException:
+            del self.mailboxes[name]  # no channel half made
+            raise
         return name
 
     async def _listen(self) -> None:
@@ -260,7 +264,7 @@ class Node:
                 await subscriber.want([pubsub_channel])
             await _both(
                 subscriber.wait_subscribed(pubsub_channel, self.config.subscribe_timeout),
-                joined,
+                self._registry_wait(joined),
             )
         except BaseException:
             if new:  # leave nothing behind: not in the group, not in the registry
@@ -279,7 +283,7 @@ class Node:
             return  # a normal channel held by another node (or nobody): see docs
         last = self.subscriptions.discard(group, channel)
         left = self.registry.submit(self.calls.leave(group, channel, self.id))
-        await _both(self._unsubscribe([group]) if last else _nothing(), left)
+        await _both(self._unsubscribe([group]) if last else _nothing(), self._registry_wait(left))
 
     async def disconnect(self, channel: str) -> bool:
         """Deliver a ``broadcast.disconnect`` message to a channel on any node.
@@ -294,7 +298,7 @@ class Node:
         mailbox = self.mailboxes.get(channel)
         if mailbox is not None:
             message = {"type": DISCONNECT_TYPE}
-            mailbox.put((time.monotonic() + self.config.expiry, message, False))
+            mailbox.put_urgent((time.monotonic() + self.config.expiry, message, False))
         return mailbox is not None
 
     async def set_metadata(self, channel: str, metadata: dict[str, Any]) -> bool:
@@ -486,10 +490,20 @@ class Node:
             try:
                 if emptied:
                     await self._unsubscribe(sorted(set(emptied)))
-                await self.registry.run_all(calls)
+                for failure in await self.registry.run_all(calls):
+                    if isinstance(failure, Exception):
+                        logger.warning("Heartbeat call failed: %s", failure)
             except CONNECTION_ERRORS as exc:
                 raise_if_cancelled()
                 logger.warning("Heartbeat failed (%s); retrying in %.1fs", exc, interval)
+
+    async def _registry_wait(self, write: asyncio.Future[T]) -> T:
+        """Wait for a submitted registry write, bounded like a subscription."""
+        try:
+            async with asyncio.timeout(self.config.subscribe_timeout):
+                return await write
+        except TimeoutError:
+            raise RedisUnavailable("The registry write was not confirmed in time") from None
 
     async def ping(self) -> None:
         """PING every host (raises redis-py's ConnectionError when one is down)."""
@@ -520,9 +534,12 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if self._registered:  # a clean shutdown removes this node's records at once
-            with contextlib.suppress(*CONNECTION_ERRORS, TimeoutError):
+            try:
                 async with asyncio.timeout(self.config.subscribe_timeout):
-                    await self.registry.run(self.calls.reap([self.id]))
+                    # Through the writer: after every join or open still queued.
+                    await self.registry.submit(self.calls.reap([self.id]))
+            except Exception as exc:  # best effort: the TTL reaps it otherwise
+                logger.warning("Could not remove this node's records at close: %s", exc)
         for host in self._hosts:
             await host.close()
 

@@ -319,3 +319,21 @@ async def test_members_page_through_a_group_in_join_order_and_room_counts(nodes)
     assert (room.size, room.nodes) == (7, 2)
     with pytest.raises(ValueError, match="limit"):
         await nodes[2].registry.members("paged", limit=0)
+
+
+async def test_a_disconnect_reaches_even_a_full_mailbox(make_layer):
+    layer = make_layer(capacity=1)
+    channel = await layer.new_channel()
+    await layer.send(channel, {"type": "filler"})
+    assert await layer.disconnect(channel) is True
+    assert (await within(layer.receive(channel)))["type"] == "filler"
+    assert await within(layer.receive(channel)) == {"type": "broadcast.disconnect"}
+
+
+async def test_the_registry_writer_survives_a_failed_batch(layer, redis_client, prefix):
+    channel = await layer.new_channel()
+    redis_client.set(f"{prefix}:members:{{broken}}", "not a sorted set")  # JOIN will fail
+    with pytest.raises(Exception, match="WRONGTYPE"):
+        await layer.group_add("broken", channel)
+    await layer.group_add("fine", channel)  # later writes still go through
+    assert await layer.registry.room_size("fine") == 1
