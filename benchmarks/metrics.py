@@ -80,6 +80,7 @@ def delivery_record(result: dict[str, Any], members_per_target: list[int]) -> di
         "sender": {
             "cpu_s": sent["cpu"],
             "cpu_sys_s": sent["cpu_sys"],
+            "cpu_us_per_send": sent["cpu"] / sent["sends"] * 1e6,
             "commands_per_op": _per_op(sent["wire"]["commands"], ops),
             "round_trips_per_op": _per_op(sent["wire"]["round_trips"], ops),
         },

@@ -31,7 +31,7 @@ class Plan:
     paced_seconds: float = 3.0
     concurrent_n: int = 100
     concurrent_tasks: int = 16
-    concurrent_count: int = 2000
+    concurrent_count: int = 6000  # long enough that sends/s is not start-up noise
     rooms: int = 500
     room_size: int = 4
     rooms_count: int = 3000

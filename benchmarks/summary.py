@@ -173,6 +173,7 @@ def simple_tables(res: Results, tasks: int) -> str:
             _x(res.ratio("sends_per_s", {"layer": B, "n": 100, **conc}, {"layer": P, **conc})),
             _trio(res, "lost", total=True, **conc),
             _trio(res, "sender.round_trips_per_op", **conc),
+            _trio(res, "sender.cpu_us_per_send", **conc),
         ]
     ]
     out.append(
@@ -185,6 +186,7 @@ def simple_tables(res: Results, tasks: int) -> str:
                 "x pubsub",
                 "lost",
                 "sender round trips per send",
+                "sender CPU us per send",
             ],
             rows,
         )
