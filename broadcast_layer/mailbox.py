@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
-#: A queued message: (expiry deadline on the monotonic clock, message, counted) where
-#: ``counted`` says whether Redis counts it as in flight. A plain tuple: it is built once
-#: per member per group message.
-Letter = tuple[float, dict[str, Any], bool]
+#: A queued message: (expiry deadline on the monotonic clock, message, counted, copy).
+#: ``counted`` says whether Redis counts it as in flight; ``copy``, when not None, makes
+#: the receiver's own copy: a group message is one letter shared by every member's
+#: mailbox and copied only when a member receives it, so a backlog holds no per-member
+#: objects for the garbage collector to walk.
+Letter = tuple[float, dict[str, Any], bool, Callable[[], dict[str, Any]] | None]
 
 
 class Mailbox:

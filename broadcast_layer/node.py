@@ -158,7 +158,9 @@ class Node:
         mailbox = self.mailboxes.get(channel)
         if mailbox is None:
             return 0
-        if not mailbox.put((time.monotonic() + self.config.expiry, self._decode(data), False)):
+        if not mailbox.put(
+            (time.monotonic() + self.config.expiry, self._decode(data), False, None)
+        ):
             raise ChannelFull(channel)
         return 1
 
@@ -175,11 +177,11 @@ class Node:
                 handle.cancel()
         try:
             while True:
-                deadline, message, counted = await mailbox.get()
+                deadline, message, counted, copy_of = await mailbox.get()
                 if counted:
                     self._release(channel)
                 if deadline > time.monotonic():
-                    return message
+                    return message if copy_of is None else copy_of()
         except asyncio.CancelledError:
             # A consumer that stops receiving for good leaves its groups after `expiry`.
             if not self.closed and channel in self.mailboxes:
@@ -230,7 +232,7 @@ class Node:
         self._abandon.pop(channel, None)
         mailbox = self.mailboxes.pop(channel, None)
         if mailbox is not None:
-            for _, _, counted in mailbox.drain():
+            for _, _, counted, _ in mailbox.drain():
                 if counted:
                     self._release(channel)
         emptied = self.subscriptions.remove_channel(channel)
@@ -298,7 +300,7 @@ class Node:
         mailbox = self.mailboxes.get(channel)
         if mailbox is not None:
             message = {"type": DISCONNECT_TYPE}
-            mailbox.put_urgent((time.monotonic() + self.config.expiry, message, False))
+            mailbox.put_urgent((time.monotonic() + self.config.expiry, message, False, None))
         return mailbox is not None
 
     async def set_metadata(self, channel: str, metadata: dict[str, Any]) -> bool:
@@ -396,7 +398,7 @@ class Node:
         letter: Letter | None = None
         if mailbox is not None:
             try:
-                letter = (time.monotonic() + self.config.expiry, self._decode(data), True)
+                letter = (time.monotonic() + self.config.expiry, self._decode(data), True, None)
             except Exception:
                 logger.exception("Dropped an undecodable message for %s", channel)
         if letter is None or mailbox is None or not mailbox.put(letter):
@@ -425,15 +427,14 @@ class Node:
             logger.exception("Dropped an undecodable message for group %s", group)
             return
         now = time.monotonic()
-        deadline = now + self.config.expiry
-        copy_of = _copier(message)
+        letter: Letter = (now + self.config.expiry, message, False, _copier(message))
         mailboxes = self.mailboxes
         stale = []
         for channel, until in members.items():
             if until <= now:
                 stale.append(channel)
             elif (mailbox := mailboxes.get(channel)) is not None:
-                if not mailbox.put((deadline, copy_of(), False)):
+                if not mailbox.put(letter):
                     self.dropped += 1
             else:  # a normal channel, or a local one not receiving yet
                 self._spawn(self._forward(channel, data))

@@ -9,8 +9,8 @@ from broadcast_layer.mailbox import Mailbox
 from .conftest import within
 
 
-def letter(n: int) -> tuple[float, dict, bool]:
-    return (float("inf"), {"n": n}, False)
+def letter(n: int) -> tuple:
+    return (float("inf"), {"n": n}, False, None)
 
 
 async def test_fifo_and_a_full_mailbox_refuses_and_counts():
