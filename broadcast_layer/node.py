@@ -323,10 +323,7 @@ class Node:
 
     async def group_send(self, group: str, data: bytes) -> int:
         """Publish a serialized message once to the group's channel; return nodes reached."""
-        reached: int = await self.host_for(group).client.publish(
-            self.keys.group_channel(group), data
-        )
-        return reached
+        return await self.host_for(group).publish(self.keys.group_channel(group), data)
 
     async def _unsubscribe(self, groups: list[str]) -> None:
         for group in groups:

@@ -146,3 +146,23 @@ async def test_an_abandoned_channel_leaves_its_groups(make_layer, redis_client, 
     await asyncio.gather(receiving, return_exceptions=True)
     await eventually(lambda: not layer.stats().groups)
     assert layer.stats().channels == 0
+
+
+async def test_concurrent_group_sends_share_round_trips_and_keep_each_senders_order(
+    nodes, redis_client
+):
+    member = await nodes[1].new_channel()
+    await nodes[1].group_add("busy", member)
+    before = _publish_calls(redis_client)
+
+    async def sender(name: str) -> None:
+        for n in range(10):
+            await nodes[0].group_send("busy", {"type": "m", "from": name, "n": n})
+
+    await asyncio.gather(*(sender(f"s{i}") for i in range(8)))
+    assert _publish_calls(redis_client) - before == 80  # still one PUBLISH per group_send
+    seen: dict[str, list[int]] = {}
+    for _ in range(80):
+        message = await within(nodes[1].receive(member))
+        seen.setdefault(message["from"], []).append(message["n"])
+    assert seen == {f"s{i}": list(range(10)) for i in range(8)}
