@@ -46,7 +46,7 @@ SCAN_BUDGET = 20_000
 MAX_PAGE = 1000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Room:
     """A group with members: how many, and on how many nodes."""
 
@@ -55,7 +55,7 @@ class Room:
     nodes: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RoomPage:
     """One page of rooms; pass ``next_offset`` back to get the next one (None: no more)."""
 
@@ -64,7 +64,7 @@ class RoomPage:
     next_offset: int | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Member:
     """One membership: a channel in a group, its node, when it joined, its metadata."""
 
@@ -74,7 +74,7 @@ class Member:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChannelInfo:
     """A channel as the registry knows it: its node, groups (with join times), metadata."""
 
@@ -85,7 +85,7 @@ class ChannelInfo:
     metadata: dict[str, Any]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NodeInfo:
     """A live node's record, refreshed by its heartbeat."""
 
@@ -224,8 +224,16 @@ class RegistryCalls:
         lua_pattern = glob_to_lua(pattern) if pattern and pattern != "*" else ""
         return Call(
             scripts.ROOMS,
-            [self.keys.rooms_by_name, self.keys.rooms_by_size],
-            [order, offset, limit, lua_pattern, SCAN_BUDGET, self.keys.prefix],
+            [self.keys.rooms_by_name, self.keys.rooms_by_size, self.keys.nodes],
+            [
+                order,
+                offset,
+                limit,
+                lua_pattern,
+                SCAN_BUDGET,
+                self.keys.prefix,
+                self.config.node_ttl,
+            ],
             parse,
         )
 
@@ -248,9 +256,15 @@ class RegistryCalls:
         def parse(reply: list[Any]) -> list[Member]:
             members = []
             for i in range(0, len(reply), 4):
-                channel, node = _text(reply[i]), _text(reply[i + 2]) or None
-                record = _record(channel, node, reply[i + 3])
-                members.append(Member(channel, node, _time(reply[i + 1]), record.metadata))
+                node, metadata = _text(reply[i + 2]) or None, reply[i + 3]
+                members.append(
+                    Member(
+                        _text(reply[i]),
+                        node,
+                        _time(reply[i + 1]),
+                        json.loads(metadata) if metadata else {},
+                    )
+                )
             return members
 
         return Call(
@@ -313,8 +327,7 @@ class RegistryCalls:
 class Registry:
     """Registry queries for async code, on the layer's own connections.
 
-    Get it from ``layer.registry``. Every method is one Redis round trip, but
-    :meth:`rooms`, which reaps dead nodes first (two).
+    Get it from ``layer.registry``. Every method is one Redis round trip.
     """
 
     def __init__(self, layer: BroadcastChannelLayer) -> None:
@@ -329,9 +342,8 @@ class Registry:
     ) -> RoomPage:
         """One page of groups with their sizes, sorted by name or size, filtered by a glob.
 
-        Dead nodes are reaped first, so their members are not counted.
+        Dead nodes are reaped first, in the same call, so their members are not counted.
         """
-        await self._run(self.calls.reap())
         return await self._run(self.calls.rooms(pattern, order, offset, limit))
 
     async def room_size(self, group: str) -> int:
@@ -387,7 +399,6 @@ class SyncRegistry:
         self, pattern: str | None = None, order: Order = "name", offset: int = 0, limit: int = 50
     ) -> RoomPage:
         """See :meth:`Registry.rooms`."""
-        self._run(self.calls.reap())
         return self._run(self.calls.rooms(pattern, order, offset, limit))
 
     def room_size(self, group: str) -> int:

@@ -114,6 +114,19 @@ local function forget_channels(prefix, by_size, by_name, channels_key, node)
   end
   redis.call('DEL', channels_key)
 end
+local function retire(prefix, nodes_key, by_size, by_name, ids)
+  for _, id in ipairs(ids) do
+    forget_channels(prefix, by_size, by_name, prefix .. ':node:{' .. id .. '}:channels', id)
+    redis.call('DEL', prefix .. ':node:{' .. id .. '}')
+    redis.call('ZREM', nodes_key, id)
+  end
+  return ids
+end
+local function reap_dead(prefix, nodes_key, by_size, by_name, ttl, max)
+  local dead = redis.call('ZRANGEBYSCORE', nodes_key, '-inf', '(' .. (now() - ttl),
+                          'LIMIT', 0, max)
+  return retire(prefix, nodes_key, by_size, by_name, dead)
+end
 """
 
 # KEYS: members(G), rooms by-size, rooms by-name, node channels(N), member nodes(G).
@@ -190,19 +203,12 @@ return 1
 # Without node ids, reaps up to `max` nodes whose heartbeat is older than the TTL;
 # with them, retires exactly those (a clean shutdown). Returns the reaped ids.
 REAP = _registry_script("""
-local nodes = {}
 if #ARGV > 3 then
-  for i = 4, #ARGV do nodes[#nodes + 1] = ARGV[i] end
-else
-  nodes = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now() - tonumber(ARGV[2])),
-                     'LIMIT', 0, tonumber(ARGV[3]))
+  local ids = {}
+  for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
+  return retire(ARGV[1], KEYS[1], KEYS[2], KEYS[3], ids)
 end
-for _, id in ipairs(nodes) do
-  forget_channels(ARGV[1], KEYS[2], KEYS[3], ARGV[1] .. ':node:{' .. id .. '}:channels', id)
-  redis.call('DEL', ARGV[1] .. ':node:{' .. id .. '}')
-  redis.call('ZREM', KEYS[1], id)
-end
-return nodes
+return reap_dead(ARGV[1], KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[2]), tonumber(ARGV[3]))
 """)
 
 # KEYS: members(G), member nodes(G). ARGV: group_expiry (s).
@@ -219,8 +225,8 @@ return redis.call('ZCOUNT', KEYS[1], '(' .. (now() - tonumber(ARGV[1])), '+inf')
 
 # KEYS: members(G), nodes index. ARGV: prefix, group_expiry (s), ttl (s), offset, count
 # (-1: all), in join order.
-# Returns flat [channel, joined, node, record JSON] for unexpired members of live nodes
-# (normal channels, which belong to no node, come with node "" and no record).
+# Returns flat [channel, joined, node, metadata JSON] for unexpired members of live nodes
+# (normal channels, which belong to no node, come with node "" and no metadata).
 MEMBERS = _registry_script("""
 local t = now()
 local entries = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (t - tonumber(ARGV[2])), '+inf',
@@ -239,8 +245,9 @@ for i = 1, #entries, 2 do
     end
     if alive[node] then
       local record = redis.call('HGET', ARGV[1] .. ':node:{' .. node .. '}:channels', channel)
+      local metadata = record and cjson.decode(record).m
       out[#out + 1] = channel; out[#out + 1] = entries[i + 1]
-      out[#out + 1] = node; out[#out + 1] = record or ''
+      out[#out + 1] = node; out[#out + 1] = type(metadata) == 'string' and metadata or ''
     end
   end
 end
@@ -263,11 +270,13 @@ end
 return out
 """)
 
-# KEYS: rooms by-name, rooms by-size. ARGV: order ("name"|"size"), offset, count,
-# Lua pattern ("" for all), scan budget, prefix.
+# KEYS: rooms by-name, rooms by-size, nodes index. ARGV: order ("name"|"size"), offset,
+# count, Lua pattern ("" for all), scan budget, prefix, node TTL (s). Reaps up to 10 dead
+# nodes first, so their members are not counted (one round trip for both).
 # Returns [total, next offset or -1, name, size, nodes holding members, ...].
 ROOMS = _registry_script("""
 local by_name, by_size = KEYS[1], KEYS[2]
+reap_dead(ARGV[6], KEYS[3], by_size, by_name, tonumber(ARGV[7]), 10)  -- dead nodes' members out
 local order, pos, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local pattern, budget = ARGV[4], tonumber(ARGV[5])
 local out = {redis.call('ZCARD', by_name), -1}
