@@ -8,7 +8,6 @@ future wake-up.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -75,14 +74,5 @@ class Mailbox:
         self._letters.clear()
         return letters
 
-    def full(self) -> bool:
-        """True when another letter would be refused."""
-        return len(self._letters) >= self._capacity
-
     def __len__(self) -> int:
         return len(self._letters)
-
-
-def expired(letter: Letter) -> bool:
-    """True when the letter waited longer than the layer's ``expiry``."""
-    return letter[0] <= time.monotonic()
