@@ -185,12 +185,16 @@ class Subscriber:
         self._wanted.difference_update(gone)
         await self._ask("UNSUBSCRIBE", gone)
 
+    def acknowledged(self, channel: str) -> bool:
+        """True when Redis has answered the latest command about ``channel``."""
+        return self.state is State.CONNECTED and self._last_ask.get(channel, 0) <= self._answered
+
     async def wait_subscribed(self, channel: str, timeout: float) -> None:
         """Return once Redis acknowledged the latest command about ``channel``.
 
         Raises :class:`RedisUnavailable` when no acknowledgement arrives in ``timeout``.
         """
-        if self.state is State.CONNECTED and self._last_ask.get(channel, 0) <= self._answered:
+        if self.acknowledged(channel):
             return
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(channel, []).append(waiter)

@@ -264,10 +264,13 @@ class Node:
         try:
             if first:
                 await subscriber.want([pubsub_channel])
-            await _both(
-                subscriber.wait_subscribed(pubsub_channel, self.config.subscribe_timeout),
-                self._registry_wait(joined),
-            )
+            if subscriber.acknowledged(pubsub_channel):  # the common case: just the registry
+                await self._registry_wait(joined)
+            else:
+                await _both(
+                    subscriber.wait_subscribed(pubsub_channel, self.config.subscribe_timeout),
+                    self._registry_wait(joined),
+                )
         except BaseException:
             if new:  # leave nothing behind: not in the group, not in the registry
                 if self.subscriptions.discard(group, channel):
@@ -285,7 +288,10 @@ class Node:
             return  # a normal channel held by another node (or nobody): see docs
         last = self.subscriptions.discard(group, channel)
         left = self.registry.submit(self.calls.leave(group, channel, self.id))
-        await _both(self._unsubscribe([group]) if last else _nothing(), self._registry_wait(left))
+        if last:
+            await _both(self._unsubscribe([group]), self._registry_wait(left))
+        else:
+            await self._registry_wait(left)
 
     async def disconnect(self, channel: str) -> bool:
         """Deliver a ``broadcast.disconnect`` message to a channel on any node.
@@ -569,10 +575,6 @@ def _full_if(full: int, channel: str) -> Callable[[Any], int]:
         return int(reply)
 
     return parse
-
-
-async def _nothing() -> None:
-    return None
 
 
 async def _both(first: Awaitable[Any], second: Awaitable[Any]) -> None:
