@@ -148,7 +148,7 @@ async def test_an_abandoned_channel_leaves_its_groups(make_layer, redis_client, 
     assert layer.stats().channels == 0
 
 
-async def test_concurrent_group_sends_share_round_trips_and_keep_each_senders_order(
+async def test_concurrent_group_sends_stay_one_publish_each_and_keep_each_senders_order(
     nodes, redis_client
 ):
     member = await nodes[1].new_channel()
