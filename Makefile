@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint env screenshots
+.PHONY: demo test test-fast lint env screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ demo: $(STAMP)  ## two Daphne nodes sharing one Redis (embedded when REDIS_URL i
 
 test: $(STAMP)  ## the whole suite, against a redis-server it starts itself
 	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)  ## the suite without the tests marked slow (faults, soaks, load)
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,0 +1,85 @@
+"""Fault injection for tests, in one place: every fault is caused for real.
+
+Each helper does what an outage, a crash or an operator would do to a real
+deployment: kill Redis clients, kill a process with SIGKILL, restart a
+redis-server without persistence, wipe its data. Fault tests count what was
+lost, duplicated or reordered with :func:`tally`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import redis
+
+from broadcast_layer.embedded import EmbeddedRedis
+
+
+def kill_clients(url: str, kind: str | None = None) -> int:
+    """``CLIENT KILL`` every client of ``kind`` (normal, pubsub; None: both) but our own."""
+    client = redis.Redis.from_url(url)
+    try:
+        kinds = [kind] if kind else ["normal", "pubsub"]
+        return sum(client.client_kill_filter(_type=k, skipme=True) for k in kinds)
+    finally:
+        client.close()
+
+
+def flushall(url: str) -> None:
+    """Wipe every key, as an operator's ``FLUSHALL`` would."""
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+
+
+def restart_without_persistence(server: EmbeddedRedis) -> None:
+    """Stop a redis-server and start an empty one on the same port: all data is lost."""
+    server.restart()
+
+
+def sigkill(process: subprocess.Popen[bytes] | subprocess.Popen[str] | int) -> None:
+    """``SIGKILL`` a process (no clean-up runs) and reap it."""
+    pid = process if isinstance(process, int) else process.pid
+    os.kill(pid, signal.SIGKILL)
+    if not isinstance(process, int):
+        process.wait()
+
+
+@dataclass(frozen=True)
+class Tally:
+    """What one receiver got of a numbered stream of messages."""
+
+    sent: int
+    received: int
+    lost: int
+    duplicated: int
+    reordered: int
+
+
+def tally(sent: Iterable[int], received: Sequence[int]) -> Tally:
+    """Count lost, duplicated and out-of-order numbers in ``received`` against ``sent``."""
+    expected = set(sent)
+    seen: set[int] = set()
+    duplicated = reordered = 0
+    highest = None
+    for number in received:
+        if number in seen:
+            duplicated += 1
+            continue
+        seen.add(number)
+        if highest is not None and number < highest:
+            reordered += 1
+        highest = number if highest is None else max(highest, number)
+    return Tally(
+        sent=len(expected),
+        received=len(received),
+        lost=len(expected - seen),
+        duplicated=duplicated,
+        reordered=reordered,
+    )
