@@ -8,6 +8,7 @@ future wake-up.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -21,15 +22,22 @@ Letter = tuple[float, dict[str, Any], bool, Callable[[], dict[str, Any]] | None]
 
 
 class Mailbox:
-    """A bounded FIFO of letters; a full mailbox refuses rather than blocks."""
+    """A bounded FIFO of letters; a full mailbox refuses rather than blocks.
 
-    __slots__ = ("_capacity", "_letters", "_waiters", "dropped")
+    ``receivers`` (how many ``receive()`` calls are in progress) and ``idle_since``
+    (monotonic time the last of them ended, or the mailbox was made) are kept by the
+    node's receive path, so its upkeep can find abandoned channels without a timer.
+    """
+
+    __slots__ = ("_capacity", "_letters", "_waiters", "dropped", "idle_since", "receivers")
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
         self._letters: deque[Letter] = deque()
         self._waiters: deque[asyncio.Future[None]] = deque()
         self.dropped = 0
+        self.receivers = 0
+        self.idle_since = time.monotonic()  # never received on counts as idle since made
 
     def put(self, letter: Letter) -> bool:
         """Queue a letter; False (and counted in ``dropped``) when full."""

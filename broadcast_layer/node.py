@@ -81,7 +81,6 @@ class Node:
         self._registered = False  # this node may have records in the registry
         self._acks: dict[str, asyncio.Future[bool]] = {}
         self._listening = False
-        self._abandon: dict[str, asyncio.TimerHandle] = {}
         self._to_release: Counter[str] = Counter()
         self._release_wanted = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -171,10 +170,9 @@ class Node:
             mailbox = self._mailbox_for_receive(channel)
             if mailbox is None:
                 return await self._receive_queue(channel)
-        if self._abandon:
-            handle = self._abandon.pop(channel, None)
-            if handle is not None:
-                handle.cancel()
+        # Counted, not timed: the upkeep's sweep abandons a channel only while no
+        # receive is in progress and the last one ended more than `expiry` ago.
+        mailbox.receivers += 1
         try:
             while True:
                 deadline, message, counted, copy_of = await mailbox.get()
@@ -182,14 +180,10 @@ class Node:
                     self._release(channel)
                 if deadline > time.monotonic():
                     return message if copy_of is None else copy_of()
-        except asyncio.CancelledError:
-            # A consumer that stops receiving for good leaves its groups after `expiry`.
-            if not self.closed and channel in self.mailboxes:
-                loop = asyncio.get_running_loop()
-                self._abandon[channel] = loop.call_later(
-                    self.config.expiry, self.abandon_channel, channel
-                )
-            raise
+        finally:
+            mailbox.receivers -= 1
+            if not mailbox.receivers:
+                mailbox.idle_since = time.monotonic()
 
     def _mailbox_for_receive(self, channel: str) -> Mailbox | None:
         """The mailbox of a local channel not created by new_channel (None: a queue)."""
@@ -198,6 +192,7 @@ class Node:
             return None
         if owner != self.id:
             raise ValueError(f"{channel!r} belongs to another node; only its owner can receive")
+        self._start_background()  # so the sweep frees this mailbox too once it is idle
         mailbox = self.mailboxes[channel] = Mailbox(self.config.capacity_for(channel))
         return mailbox
 
@@ -227,18 +222,34 @@ class Node:
             except Exception:  # e.g. encrypted with a key this node lacks
                 logger.exception("Dropped an undecodable message from %s", channel)
 
-    def abandon_channel(self, channel: str) -> None:
-        """Forget a local channel: drop its messages and leave its groups."""
-        self._abandon.pop(channel, None)
-        mailbox = self.mailboxes.pop(channel, None)
-        if mailbox is not None:
-            for _, _, counted, _ in mailbox.drain():
-                if counted:
-                    self._release(channel)
-        emptied = self.subscriptions.remove_channel(channel)
+    def _sweep(self, now: float) -> None:
+        """Abandon every local channel with no receive in progress for over ``expiry``.
+
+        Called on each upkeep tick, so an idle channel goes between ``expiry`` and
+        ``expiry`` + one tick after its last receive ended (or after it was made).
+        Synchronous: no receive can start between the check and the removal.
+        """
+        cutoff = now - self.config.expiry
+        idle = [channel for channel, mailbox in self.mailboxes.items()
+                if not mailbox.receivers and mailbox.idle_since <= cutoff]  # fmt: skip
+        emptied: list[str] = []
+        for channel in idle:
+            emptied += self._abandon(channel)
         if emptied:
             self._spawn(self._unsubscribe(emptied))
+        if idle:
+            logger.debug("Abandoned %d channels idle for over %ss", len(idle), self.config.expiry)
+
+    def _abandon(self, channel: str) -> list[str]:
+        """Forget a local channel: free its mailbox and in-flight slots, leave its groups
+        here and in the registry. Returns the groups left without local members.
+        """
+        mailbox = self.mailboxes.pop(channel)
+        for _, _, counted, _ in mailbox.drain():
+            if counted:
+                self._release(channel)
         self.registry.submit_quietly(self.calls.close(channel, self.id))
+        return self.subscriptions.remove_channel(channel)
 
     # -- groups ------------------------------------------------------------------------
 
@@ -479,11 +490,16 @@ class Node:
                 logger.warning("Could not release in-flight counters: %s", exc)
 
     async def _heartbeat_loop(self) -> None:
-        """Refresh this node's record, expire old memberships, reap dead nodes."""
-        interval = min(self.config.heartbeat_interval, self.config.group_expiry)
+        """Abandon idle channels, expire old memberships, refresh this node's record,
+        reap dead nodes: every min(heartbeat_interval, group_expiry, expiry) seconds.
+        """
+        # Also the sweep's tick: an idle channel is abandoned at most one tick late.
+        interval = min(self.config.heartbeat_interval, self.config.group_expiry, self.config.expiry)
         while not self.closed:
             await asyncio.sleep(interval)  # a timer, not a hot path
-            expired = self.subscriptions.expire(time.monotonic())
+            now = time.monotonic()
+            self._sweep(now)
+            expired = self.subscriptions.expire(now)
             for group, channel in expired:
                 self.registry.submit_quietly(self.calls.leave(group, channel, self.id))
             emptied = [group for group, _ in expired if group not in self.subscriptions]
@@ -528,9 +544,6 @@ class Node:
             return
         self.closed = True
         self._release_wanted.set()
-        for handle in self._abandon.values():
-            handle.cancel()
-        self._abandon.clear()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

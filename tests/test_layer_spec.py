@@ -228,13 +228,27 @@ async def test_unserializable_values_raise_type_error_and_send_nothing(nodes):
     assert await within(nodes[1].receive(channel)) == {"type": "after"}
 
 
-@pytest.mark.parametrize("where", ["local", "remote", "normal"])
-async def test_unread_messages_expire(make_layer, where):
-    sender = make_layer(expiry=0.3)
-    owner = sender if where == "local" else make_layer(expiry=0.3)
-    channel = "expiring.q" if where == "normal" else await owner.new_channel()
-    await sender.send(channel, {"type": "old"})
+async def test_unread_messages_expire_in_a_queue(make_layer):
+    layer = make_layer(expiry=0.3)
+    await layer.send("expiring.q", {"type": "old"})
     await asyncio.sleep(0.5)  # the behaviour under test is the passing of time
+    await layer.send("expiring.q", {"type": "new"})
+    assert await within(layer.receive("expiring.q")) == {"type": "new"}
+
+
+@pytest.mark.parametrize("where", ["local", "remote"])
+async def test_unread_messages_expire_in_a_backlog(make_layer, where):
+    # A channel with no receive for over `expiry` is abandoned, so a message outlives
+    # `expiry` unread only behind others, at a consumer that keeps receiving slowly.
+    sender = make_layer(expiry=1)
+    owner = sender if where == "local" else make_layer(expiry=1)
+    channel = await owner.new_channel()
+    for kind in ("first", "second", "old"):
+        await sender.send(channel, {"type": kind})
+    assert await within(owner.receive(channel)) == {"type": "first"}
+    await asyncio.sleep(0.6)  # the behaviour under test is the passing of time
+    assert await within(owner.receive(channel)) == {"type": "second"}
+    await asyncio.sleep(0.6)  # "old" is now 1.2 s old; the channel was idle 0.6 s
     await sender.send(channel, {"type": "new"})
     assert await within(owner.receive(channel)) == {"type": "new"}
 
