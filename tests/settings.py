@@ -43,6 +43,8 @@ CHANNEL_LAYERS = {
         "CONFIG": {
             "hosts": [os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")],
             "prefix": os.environ.get("BROADCAST_TEST_PREFIX", "asgi"),
+            # Short in end-to-end tests that wait for an abandoned channel to be freed.
+            "expiry": float(os.environ.get("BROADCAST_TEST_EXPIRY", "60")),
         },
     },
     "memory": {"BACKEND": "channels.layers.InMemoryChannelLayer"},

@@ -22,7 +22,7 @@ SHUTDOWN_TIMEOUT = 10.0
 
 @dataclass
 class DaphneNode:
-    """One Daphne process serving ``demo_chat.asgi:application`` on a loopback port."""
+    """One Daphne process serving an ASGI application (the demo's by default) on a port."""
 
     name: str
     port: int
@@ -112,13 +112,16 @@ def daphne(
 ) -> Iterator[DaphneFactory]:
     """Start Daphne processes named by the arguments; all are stopped at teardown.
 
-    Each process's output goes to a file (a pipe nobody reads would eventually block
-    it), which a failed test's report shows.
+    They serve the demo unless ``app`` names another application (``env`` then sets
+    its ``DJANGO_SETTINGS_MODULE``). Each process's output goes to a file (a pipe
+    nobody reads would eventually block it), which a failed test's report shows.
     """
     started: list[DaphneNode] = []
     request.node.stash[_NODES] = started
 
-    def start(*names: str, env: dict[str, str] | None = None) -> list[DaphneNode]:
+    def start(
+        *names: str, env: dict[str, str] | None = None, app: str = "demo_chat.asgi:application"
+    ) -> list[DaphneNode]:
         nodes: list[DaphneNode] = []
         extra_env = env or {}
         for name in names:
@@ -134,7 +137,7 @@ def daphne(
             command = [
                 sys.executable, "-m", "daphne",
                 "-b", "127.0.0.1", "-p", str(port),
-                "demo_chat.asgi:application",
+                app,
             ]  # fmt: skip
             log_path = tmp_path / f"daphne-{name}.log"
             with log_path.open("wb") as log:
