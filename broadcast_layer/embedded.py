@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import quote
 
 from .exceptions import EmbeddedRedisError
 
@@ -41,6 +43,10 @@ def find_redis_server() -> str:
     )
 
 
+# Printable ASCII but space, '"' and '\\', so it is written to redis.conf verbatim.
+_PASSWORD_RE = re.compile(r"[!#-\[\]-~]+")
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -52,11 +58,14 @@ class EmbeddedRedis:
     """A throwaway ``redis-server`` on a loopback port or a unix socket.
 
     Persistence is off and its files live in a temporary directory that
-    :meth:`stop` removes. Use as a context manager or call :meth:`start` /
-    :meth:`stop` (both idempotent)::
+    :meth:`stop` removes. It listens on 127.0.0.1 only, with protected mode on.
+    With ``password``, clients must authenticate (``requirepass``): the password is
+    written to a config file readable by this user only, never put on the server's
+    command line, and :attr:`url` carries it. Use as a context manager or call
+    :meth:`start` / :meth:`stop` (both idempotent)::
 
-        with EmbeddedRedis() as redis:
-            print(redis.url)   # redis://127.0.0.1:<port>/0
+        with EmbeddedRedis(password=secrets.token_urlsafe(24)) as redis:
+            print(redis.url)   # redis://:<password>@127.0.0.1:<port>/0
     """
 
     def __init__(
@@ -66,8 +75,12 @@ class EmbeddedRedis:
         unix_socket: bool = False,
         binary: str | None = None,
         startup_timeout: float = 10.0,
+        password: str | None = None,
     ) -> None:
+        if password is not None and not _PASSWORD_RE.fullmatch(password):
+            raise ValueError("password: printable ASCII without spaces, quotes or backslashes")
         self.binary = binary
+        self.password = password
         self.port = port
         self.unix_socket = unix_socket
         self.startup_timeout = startup_timeout
@@ -79,8 +92,15 @@ class EmbeddedRedis:
     def url(self) -> str:
         """The URL to put in ``CONFIG["hosts"]`` (or ``REDIS_URL``)."""
         if self.unix_socket:
-            return f"unix://{self.socket_path}?db=0"
-        return f"redis://127.0.0.1:{self.port}/0"
+            secret = f"&password={quote(self.password, safe='')}" if self.password else ""
+            return f"unix://{self.socket_path}?db=0{secret}"
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs."""
+        return self._process.pid if self.running and self._process is not None else None
 
     @property
     def running(self) -> bool:
@@ -93,22 +113,32 @@ class EmbeddedRedis:
             return self
         binary = self.binary or find_redis_server()
         self._tmpdir = tempfile.TemporaryDirectory(prefix="broadcast-redis-")
-        args = [
-            binary,
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", self._tmpdir.name,
-            "--bind", "127.0.0.1",
-            "--protected-mode", "no",
-        ]  # fmt: skip
+        config = [
+            'save ""',
+            "appendonly no",
+            f'dir "{self._tmpdir.name}"',
+            "bind 127.0.0.1",
+            "protected-mode yes",
+        ]
+        if self.password:
+            config.append(f'requirepass "{self.password}"')
         if self.unix_socket:
             self.socket_path = os.path.join(self._tmpdir.name, "redis.sock")
-            args += ["--port", "0", "--unixsocket", self.socket_path, "--unixsocketperm", "700"]
+            config += ["port 0", f'unixsocket "{self.socket_path}"', "unixsocketperm 700"]
         else:
             self.port = self.port or _free_port()
-            args += ["--port", str(self.port)]
+            config.append(f"port {self.port}")
+        # A config file, not arguments: a process's argv is visible to every local user.
+        # The temporary directory is private to this user (mode 0700).
+        config_path = os.path.join(self._tmpdir.name, "redis.conf")
+        fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write("\n".join(config) + "\n")
         self._process = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            [binary, config_path],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
         self._wait_until_ready()
         return self
@@ -141,7 +171,8 @@ class EmbeddedRedis:
                 sock.settimeout(0.5)
                 sock.connect(address)
                 sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
+                # -NOAUTH: up and asking for the password, which is all we need to know.
+                return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False
 

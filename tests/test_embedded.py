@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import secrets
+from pathlib import Path
+
 import pytest
 import redis
 
@@ -47,3 +50,36 @@ def test_a_server_that_cannot_start_reports_why(tmp_path):
     fake.chmod(0o755)
     with pytest.raises(EmbeddedRedisError, match="cannot start"):
         EmbeddedRedis(binary=str(fake)).start()
+
+
+def test_a_password_is_required_and_kept_off_the_command_line():
+    password = secrets.token_urlsafe(24)
+    with EmbeddedRedis(password=password) as server:
+        assert password in server.url
+        anonymous = redis.Redis(host="127.0.0.1", port=server.port)
+        with pytest.raises(redis.AuthenticationError):
+            anonymous.ping()
+        anonymous.close()
+        client = redis.Redis.from_url(server.url)
+        assert client.ping()
+        assert client.config_get("protected-mode") == {"protected-mode": "yes"}
+        assert client.config_get("bind") == {"bind": "127.0.0.1"}
+        client.close()
+        # /proc/<pid>/cmdline is readable by every local user; the password is not there.
+        cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes()
+        assert password.encode() not in cmdline
+        assert b"requirepass" not in cmdline
+
+
+def test_a_password_on_a_unix_socket():
+    password = secrets.token_urlsafe(24)
+    with EmbeddedRedis(password=password, unix_socket=True) as server:
+        client = redis.Redis.from_url(server.url)
+        assert client.ping()
+        client.close()
+
+
+@pytest.mark.parametrize("password", ["", "has space", 'quote"', "back\\slash", "new\nline"])
+def test_a_password_that_cannot_be_written_verbatim_is_refused(password):
+    with pytest.raises(ValueError, match="password"):
+        EmbeddedRedis(password=password)
