@@ -23,6 +23,7 @@ from typing import Any, TypeVar, cast
 from . import scripts
 from .conf import LayerConfig
 from .connection import CONNECTION_ERRORS, Host, blocking_timeout, raise_if_cancelled
+from .control import CONTROL_MARK, ControlCodec, DropLog
 from .exceptions import ChannelFull, RedisUnavailable
 from .keys import Keys, node_of, shard_index
 from .mailbox import Letter, Mailbox
@@ -33,7 +34,6 @@ from .subscriptions import Subscriptions
 logger = logging.getLogger(__name__)
 
 _SCALARS = frozenset({str, bytes, int, float, bool, type(None)})
-_CONTROL = b"!"  # node-channel payloads starting with this are control operations
 #: The message a consumer receives when it is disconnected through the layer.
 DISCONNECT_TYPE = "broadcast.disconnect"
 MAX_METADATA_BYTES = 4096
@@ -49,6 +49,8 @@ class NodeStats:
     groups: frozenset[str]
     dropped: int
     reconnects: int
+    #: Messages that could not be opened: undecodable, forged or replayed.
+    rejected: int = 0
 
 
 def _copier(message: dict[str, Any]) -> Callable[[], dict[str, Any]]:
@@ -75,6 +77,9 @@ class Node:
         self.subscriptions = Subscriptions()
         self.mailboxes: dict[str, Mailbox] = {}
         self.dropped = 0
+        self._drops = DropLog(logger)
+        self._codec = ControlCodec(config.symmetric_encryption_keys, config.expiry + 10,
+                                   self._drops)  # fmt: skip
         self.calls = RegistryCalls(config)
         self.registry = self._hosts[0]  # the registry lives on the first host
         self._started = time.time()
@@ -116,6 +121,7 @@ class Node:
             groups=frozenset(self.subscriptions.wanted()),
             dropped=self.dropped,
             reconnects=sum(host.subscriber.reconnects for host in self._hosts),
+            rejected=self._drops.count,
         )
 
     # -- channels ----------------------------------------------------------------------
@@ -348,7 +354,7 @@ class Node:
                 await self.host_for(group).subscriber.unwant([self.keys.group_channel(group)])
 
     async def _control(self, node_id: str, op: str, **fields: str) -> int:
-        payload = _CONTROL + json.dumps({"op": op, **fields}).encode()
+        payload = self._codec.seal(node_id, {"op": op, **fields})
         reached: int = await self.host_for(node_id).client.publish(
             self.keys.node_channel(node_id), payload
         )
@@ -403,8 +409,10 @@ class Node:
             self._on_group(pubsub_channel[len(self._group_prefix) :].decode(), data)
 
     def _on_direct(self, payload: bytes) -> None:
-        if payload.startswith(_CONTROL):
-            self._on_control(json.loads(payload[1:]))
+        if payload.startswith(CONTROL_MARK):
+            op = self._codec.open(payload, self.id)  # None: forged, replayed or malformed
+            if op is not None:
+                self._on_control(op)
             return
         channel_bytes, _, data = payload.partition(b"\n")
         channel = channel_bytes.decode()
@@ -413,8 +421,8 @@ class Node:
         if mailbox is not None:
             try:
                 letter = (time.monotonic() + self.config.expiry, self._decode(data), True, None)
-            except Exception:
-                logger.exception("Dropped an undecodable message for %s", channel)
+            except Exception as exc:  # e.g. forged, or encrypted with a key this node lacks
+                self._drops.drop("an undecodable message", f"for {channel}: {exc!r}")
         if letter is None or mailbox is None or not mailbox.put(letter):
             if mailbox is not None and letter is not None:
                 self.dropped += 1  # full with local or group messages the counter missed
@@ -437,8 +445,8 @@ class Node:
             return
         try:
             message = self._decode(data)
-        except Exception:
-            logger.exception("Dropped an undecodable message for group %s", group)
+        except Exception as exc:
+            self._drops.drop("an undecodable message", f"for group {group}: {exc!r}")
             return
         now = time.monotonic()
         letter: Letter = (now + self.config.expiry, message, False, _copier(message))
