@@ -1,9 +1,14 @@
 """Django settings for the demo chat; everything deployment-specific comes from the environment.
 
-``DJANGO_SECRET_KEY``  the secret key; if unset, a demo-only key kept in ``.demo/secret_key``
-``DJANGO_DEBUG``       "1" (default) or "0"
-``REDIS_URL``          the channel layer's Redis (default ``redis://127.0.0.1:6379/0``)
-``DEMO_DB_PATH``       the SQLite database (default ``.demo/db.sqlite3``); tests use their own
+``DJANGO_SECRET_KEY``     the secret key; if unset, a demo-only key kept in ``.demo/secret_key``
+``DJANGO_DEBUG``          "1" turns DEBUG on; anything else, or unset, leaves it off
+``REDIS_URL``             the channel layer's Redis; if unset, the one ``make demo`` started
+                          (its URL, with its password, is in ``.demo/redis_url`` while it
+                          runs), else ``redis://127.0.0.1:6379/0``
+``DEMO_PORTS``            the nodes' ports (default "8001,8002"), for the origins below
+``DEMO_ALLOWED_ORIGINS``  the exact origins a WebSocket may come from, comma-separated
+                          (default: http://127.0.0.1, localhost and [::1] on DEMO_PORTS)
+``DEMO_DB_PATH``          the SQLite database (default ``.demo/db.sqlite3``); tests use their own
 """
 
 from __future__ import annotations
@@ -41,9 +46,31 @@ def _demo_secret_key() -> str:
     return path.read_text().strip()
 
 
+def _redis_url() -> str:
+    """REDIS_URL, else the URL of the Redis ``make demo`` is running, else the default."""
+    if url := os.environ.get("REDIS_URL"):
+        return url
+    try:  # written by the launcher, readable by this user only
+        return (DEMO_DIR / "redis_url").read_text().strip()
+    except FileNotFoundError:
+        return "redis://127.0.0.1:6379/0"
+
+
+def _allowed_origins() -> list[str]:
+    """Exact scheme://host:port origins: a page from another port of the same host is refused."""
+    if origins := os.environ.get("DEMO_ALLOWED_ORIGINS"):
+        return [origin.strip() for origin in origins.split(",") if origin.strip()]
+    ports = os.environ.get("DEMO_PORTS", "8001,8002").split(",")
+    return [f"http://{host}:{port.strip()}" for port in ports
+            for host in ("127.0.0.1", "localhost", "[::1]")]  # fmt: skip
+
+
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or _demo_secret_key()
-DEBUG = os.environ.get("DJANGO_DEBUG", "1").lower() in {"1", "true", "yes", "on"}
+# Off unless asked for: a debug page shows settings, paths and code to anyone.
+DEBUG = os.environ.get("DJANGO_DEBUG") == "1"
 ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
+#: Checked on every WebSocket handshake (see asgi.py).
+CHAT_ALLOWED_ORIGINS = _allowed_origins()
 
 INSTALLED_APPS = [
     "daphne",  # first, so its runserver replaces Django's with an ASGI one
@@ -97,7 +124,7 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "broadcast_layer.layer.BroadcastChannelLayer",
         "CONFIG": {
-            "hosts": [os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")],
+            "hosts": [_redis_url()],
             # Short so a killed node leaves everyone's presence lists quickly.
             "heartbeat_interval": float(os.environ.get("DEMO_HEARTBEAT", "2")),
             "node_ttl": float(os.environ.get("DEMO_NODE_TTL", "6")),

@@ -4,6 +4,10 @@ Client -> server: ``{"text": "..."}`` (a line starting with ``/`` is a command f
 worker) and ``{"type": "presence"}`` (ask for the member list again).
 Server -> client: ``message``, ``announcement``, ``private``, ``presence`` and
 ``error`` objects, each with a ``type``.
+
+Every frame a client sends costs it a token (chat lines and presence requests have
+separate buckets); a frame without a token gets a polite ``error`` and is dropped, and
+a connection that keeps sending regardless is closed with code 1008.
 """
 
 from __future__ import annotations
@@ -23,9 +27,17 @@ from .rooms import SESSION_NAME_KEY, clean_display_name, group_name, guest_name,
 from .worker import COMMANDS_CHANNEL
 
 MAX_TEXT_LENGTH = 2000
-#: Per connection: a burst of RATE_BURST messages, refilled at RATE_PER_SECOND.
-RATE_PER_SECOND = 3.0
-RATE_BURST = 10.0
+#: The largest frame read at all: a JSON line of MAX_TEXT_LENGTH escaped characters.
+MAX_FRAME_LENGTH = 6 * MAX_TEXT_LENGTH + 100
+#: Per connection: a burst of CHAT_BURST lines (or commands), refilled at CHAT_RATE a second.
+CHAT_RATE, CHAT_BURST = 3.0, 10.0
+#: Presence requests answer with the member list, so they get a smaller allowance.
+PRESENCE_RATE, PRESENCE_BURST = 1.0, 5.0
+#: Refused frames tolerated (refilled slowly) before the connection is closed.
+PATIENCE_RATE, PATIENCE_BURST = 0.2, 20.0
+#: At most this many members in a presence list, whatever the room's size.
+PRESENCE_LIMIT = 100
+POLICY_VIOLATION = 1008  # WebSocket close code: the client broke the rules
 
 # Which server process relayed a message, so the demo shows messages crossing nodes.
 NODE_NAME = os.environ.get("NODE_NAME") or f"{socket.gethostname()}:{os.getpid()}"
@@ -49,17 +61,25 @@ class TokenBucket:
 
 
 class ChatConsumer(RemoteControlMixin, AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+    room: str | None = None
     group: str | None = None
     name: str = ""
+    closing = False
+
+    async def websocket_connect(self, message: dict[str, Any]) -> None:
+        # Checked before RemoteControlMixin joins its groups: a refused socket joins none.
+        if not is_valid_room_name(self.scope["url_route"]["kwargs"]["room_name"]):
+            await self.close()  # before accept(): the handshake is rejected with a 403
+            return
+        await super().websocket_connect(message)
 
     async def connect(self) -> None:
         room = self.scope["url_route"]["kwargs"]["room_name"]
-        if not is_valid_room_name(room):
-            await self.close()  # before accept(): the handshake is rejected with a 403
-            return
-        self.group = group_name(room)
+        self.room, self.group = room, group_name(room)  # "chat.<room>", never another group
         self.name = self._display_name()
-        self.bucket = TokenBucket(RATE_PER_SECOND, RATE_BURST)
+        self.chat_bucket = TokenBucket(CHAT_RATE, CHAT_BURST)
+        self.presence_bucket = TokenBucket(PRESENCE_RATE, PRESENCE_BURST)
+        self.patience = TokenBucket(PATIENCE_RATE, PATIENCE_BURST)
         # group_add returns once the subscription is confirmed, so a client whose
         # handshake has completed already receives everything sent to the room.
         await self.channel_layer.group_add(self.group, self.channel_name)
@@ -70,9 +90,10 @@ class ChatConsumer(RemoteControlMixin, AsyncJsonWebsocketConsumer):  # type: ign
     def _display_name(self) -> str:
         user = self.scope.get("user")
         if user is not None and user.is_authenticated:
-            return str(user.get_username())[:40]
-        session = self.scope.get("session")
-        chosen = session.get(SESSION_NAME_KEY) if session is not None else None
+            chosen: object = str(user.get_username())
+        else:
+            session = self.scope.get("session")
+            chosen = session.get(SESSION_NAME_KEY) if session is not None else None
         return clean_display_name(chosen) or guest_name()
 
     async def disconnect(self, code: int) -> None:
@@ -83,29 +104,31 @@ class ChatConsumer(RemoteControlMixin, AsyncJsonWebsocketConsumer):  # type: ign
     async def receive(
         self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
     ) -> None:
-        # The base class raises on binary frames and malformed JSON, which would tear
-        # the connection down with a traceback; a client's bad input is just ignored.
-        if text_data is None:
+        # Never let the base class parse: it raises on binary frames and bad JSON,
+        # which would tear the connection down with a traceback.
+        if self.group is None or self.closing:
             return
-        try:
-            content = json.loads(text_data)
-        except ValueError:
-            return
-        await self.receive_json(content)
-
-    async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        if not isinstance(content, dict) or self.group is None:
-            return
-        if content.get("type") == "presence":
+        content = _parse(text_data)
+        is_presence = isinstance(content, dict) and content.get("type") == "presence"
+        bucket = self.presence_bucket if is_presence else self.chat_bucket
+        if not bucket.allow():
+            await self._refuse("Slow down: too many requests." if is_presence
+                               else "Slow down: too many messages.")  # fmt: skip
+        elif is_presence:
             await self.presence_changed({})
-            return
+        elif text_data is not None and len(text_data) > MAX_FRAME_LENGTH:
+            await self._refuse(f"Messages are limited to {MAX_TEXT_LENGTH} characters.")
+        elif isinstance(content, dict):
+            await self._chat(content)
+        # anything else (binary, not JSON, not an object) is ignored, its token spent
+
+    async def _chat(self, content: dict[str, Any]) -> None:
         text = content.get("text")
         if not isinstance(text, str) or not text.strip():
             return
-        if not self.bucket.allow():
-            await self.send_json({"type": "error", "text": "Slow down: too many messages."})
+        if len(text) > MAX_TEXT_LENGTH:
+            await self._refuse(f"Messages are limited to {MAX_TEXT_LENGTH} characters.")
             return
-        text = text[:MAX_TEXT_LENGTH]
         if text.startswith("/"):
             await self._command(text)
             return
@@ -114,12 +137,21 @@ class ChatConsumer(RemoteControlMixin, AsyncJsonWebsocketConsumer):  # type: ign
             {"type": "chat.message", "text": text, "node": NODE_NAME, "name": self.name},
         )
 
+    async def _refuse(self, text: str) -> None:
+        """Answer a refused frame politely; close a connection that keeps at it."""
+        if self.patience.allow():
+            await self.send_json({"type": "error", "text": text})
+            return
+        self.closing = True
+        await self.send_json({"type": "error", "text": "Too many refused messages: goodbye."})
+        await self.close(code=POLICY_VIOLATION)
+
     async def _command(self, text: str) -> None:
         command, _, args = text.partition(" ")
         try:
             await self.channel_layer.send(COMMANDS_CHANNEL, {
                 "type": "chat.command", "command": command.lower(), "args": args.strip(),
-                "room": self.group, "name": self.name, "reply_channel": self.channel_name,
+                "room": self.room, "name": self.name, "reply_channel": self.channel_name,
             })  # fmt: skip
         except ChannelFull:
             await self.send_json({"type": "error", "text": "The worker is busy; try again."})
@@ -133,15 +165,29 @@ class ChatConsumer(RemoteControlMixin, AsyncJsonWebsocketConsumer):  # type: ign
         await self.send_json({"type": "private", "text": event["text"]})
 
     async def presence_changed(self, event: dict[str, Any]) -> None:
-        """Someone joined or left: send the member list, as the registry has it."""
-        members = await self.channel_layer.registry.members(self.group)
+        """Someone joined or left: send the member list (at most PRESENCE_LIMIT people)."""
+        registry = self.channel_layer.registry
+        members = await registry.members(self.group, limit=PRESENCE_LIMIT)
         people = sorted(
             ({"name": str(m.metadata.get("name", "?")), "node": str(m.metadata.get("node", ""))}
              for m in members),
             key=lambda person: (person["name"], person["node"]),
         )  # fmt: skip
-        await self.send_json({"type": "presence", "members": people})
+        total = len(people)
+        if total == PRESENCE_LIMIT:
+            total = await registry.room_size(self.group)
+        await self.send_json({"type": "presence", "members": people, "total": total})
 
     async def broadcast_message(self, event: dict[str, Any]) -> None:
-        """`manage.py broadcast ROOM TEXT` (or the emitter): shown as an announcement."""
+        """`manage.py broadcast chat.ROOM TEXT` (or the emitter): shown as an announcement."""
         await self.send_json({"type": "announcement", "text": str(event.get("text", ""))})
+
+
+def _parse(text_data: str | None) -> Any:
+    """The JSON value of a text frame; None for a binary, oversized or malformed one."""
+    if text_data is None or len(text_data) > MAX_FRAME_LENGTH:
+        return None
+    try:
+        return json.loads(text_data)
+    except ValueError:
+        return None

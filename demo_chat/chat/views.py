@@ -7,9 +7,16 @@ from django.views.decorators.http import require_POST
 from broadcast_layer import RedisUnavailable
 from broadcast_layer.registry import get_registry
 
-from .rooms import SESSION_NAME_KEY, clean_display_name, is_valid_room_name
+from .rooms import (
+    ROOM_GROUP_PREFIX,
+    SESSION_NAME_KEY,
+    clean_display_name,
+    is_valid_room_name,
+    room_of_group,
+)
 
-ROOM_ERROR = "Use letters, digits, '-', '_' or '.', at most 80 characters."
+ROOM_ERROR = "Use letters, digits, '-' or '_', at most 80 characters."
+ROOMS_LISTED = 50
 
 
 def index(request: HttpRequest) -> HttpResponse:
@@ -26,7 +33,7 @@ def index(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 def set_name(request: HttpRequest) -> HttpResponse:
-    """Remember the display name in the session (CSRF-protected form)."""
+    """Remember the display name in the session (CSRF-protected form), cleaned."""
     name = clean_display_name(request.POST.get("name"))
     if name:
         request.session[SESSION_NAME_KEY] = name
@@ -34,13 +41,21 @@ def set_name(request: HttpRequest) -> HttpResponse:
 
 
 def rooms_json(request: HttpRequest) -> JsonResponse:
-    """The busiest rooms with live member counts, straight from the registry."""
+    """The busiest chat rooms with live member counts, straight from the registry.
+
+    Only groups of the chat's namespace are listed: internal groups (``broadcast.all``,
+    ``user.<id>``) and any other group of the site never appear.
+    """
     try:
-        page = get_registry().rooms(order="size", limit=50)
+        page = get_registry().rooms(pattern=f"{ROOM_GROUP_PREFIX}*", order="size",
+                                    limit=ROOMS_LISTED)  # fmt: skip
     except RedisUnavailable:
         return JsonResponse({"error": "Redis is unreachable"}, status=503)
-    rooms = [{"name": room.name, "size": room.size, "nodes": room.nodes} for room in page.rooms
-             if is_valid_room_name(room.name)]  # fmt: skip
+    rooms = []
+    for room in page.rooms:
+        name = room_of_group(room.name)  # the pattern already filters; this is the rule
+        if name is not None:
+            rooms.append({"name": name, "size": room.size, "nodes": room.nodes})
     return JsonResponse({"rooms": rooms})
 
 

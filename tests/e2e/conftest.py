@@ -35,7 +35,7 @@ class DaphneNode:
 
     @property
     def origin(self) -> str:
-        """An Origin header the demo's AllowedHostsOriginValidator accepts."""
+        """The one Origin header the demo's OriginValidator accepts on this node."""
         return self.base_url
 
     def ws_url(self, path: str) -> str:
@@ -132,6 +132,8 @@ def daphne(
                 "DJANGO_SECRET_KEY": "e2e-tests-only-not-secret",
                 "REDIS_URL": redis_url,
                 "NODE_NAME": name,
+                # The demo accepts WebSockets from exact origins only: this node's own.
+                "DEMO_ALLOWED_ORIGINS": f"http://127.0.0.1:{port}",
                 **extra_env,
             }
             command = [

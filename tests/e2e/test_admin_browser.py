@@ -122,25 +122,26 @@ async def test_staff_send_to_a_live_room_and_disconnect_a_member(
 
         # the admin index lists Rooms and Nodes under the app; the rooms list shows ours
         await page.click("#content-main a:text-is('Rooms')")
-        lobby = page.locator("#result_list tbody tr", has_text="lobby")
+        # the demo's room "lobby" is the group chat.lobby
+        lobby = page.locator("#result_list tbody tr", has_text="chat.lobby")
         await expect(lobby.locator(".field-size")).to_have_text("2")
         await expect(lobby.locator(".field-nodes")).to_have_text("2")
         await page.click("#result_list th a:text-is('Members')")  # sort by size
         await expect(page).to_have_url(f"{node_a.base_url}/admin/broadcast_layer/room/?o=size")
         await page.screenshot(path=str(screenshots / "admin-rooms.png"))
-        await page.fill("#searchbar", "lob*")
+        await page.fill("#searchbar", "chat.lob*")
         await page.press("#searchbar", "Enter")
         await expect(page.locator("#result_list tbody tr")).to_have_count(1)
 
         # the room page lists both members with their node; a message reaches them
-        await page.click("#result_list a:text-is('lobby')")
+        await page.click("#result_list a:text-is('chat.lobby')")
         members = page.locator("#members tr.member")
         await expect(members).to_have_count(2)
         await expect(members.locator(".field-node a")).to_have_text(["node-a", "node-b"])
         await page.fill("#id_text", "The admin says hello")
         await page.click("#send-form input[type=submit]")
         await expect(page.locator(".messagelist .success")).to_contain_text(
-            "lobby: published to 2 nodes, 2 members"
+            "chat.lobby: published to 2 nodes, 2 members"
         )
         for ws in (ann, bob):
             announcement = await receive_type(ws, "announcement")

@@ -84,13 +84,13 @@ async def test_manage_py_broadcast_reaches_both_nodes_as_an_announcement(
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "demo_chat.settings", "REDIS_URL": redis_url,
            "DJANGO_SECRET_KEY": "e2e-tests-only"}  # fmt: skip
     async with asyncio.timeout(TIMEOUT), join(node_a, room) as ws_a, join(node_b, room) as ws_b:
-        command = await asyncio.create_subprocess_exec(
-            sys.executable, "manage.py", "broadcast", room, "maintenance in 5 minutes",
+        command = await asyncio.create_subprocess_exec(  # a room is the group chat.<room>
+            sys.executable, "manage.py", "broadcast", f"chat.{room}", "maintenance in 5 minutes",
             cwd=REPO_ROOT, env=env, stdout=PIPE, stderr=PIPE,
         )  # fmt: skip
         out, err = await command.communicate()
         assert command.returncode == 0, err.decode()
-        assert out.decode().strip() == f"{room}: published to 2 nodes, 2 members"
+        assert out.decode().strip() == f"chat.{room}: published to 2 nodes, 2 members"
         expected = {"type": "announcement", "text": "maintenance in 5 minutes"}
         assert await receive(ws_a) == expected
         assert await receive(ws_b) == expected
@@ -104,7 +104,7 @@ async def test_disconnect_from_another_process_closes_the_socket(
     layer = BroadcastChannelLayer(hosts=[redis_url])  # the demo's default prefix, "asgi"
     try:
         async with asyncio.timeout(TIMEOUT), join(node_a, room) as ws_a, join(node_b, room):
-            members = await layer.registry.members(room)
+            members = await layer.registry.members(f"chat.{room}")
             assert {m.metadata["node"] for m in members} == {"node-a", "node-b"}
             target = next(m.channel for m in members if m.metadata["node"] == "node-a")
             assert await layer.disconnect(target) is True
@@ -113,7 +113,7 @@ async def test_disconnect_from_another_process_closes_the_socket(
             assert closed.rcvd.code == 4000
 
             async def left_its_groups() -> bool:
-                remaining = await layer.registry.members(room)
+                remaining = await layer.registry.members(f"chat.{room}")
                 return len(remaining) == 1 and remaining[0].channel != target
 
             await eventually(left_its_groups)
@@ -121,14 +121,19 @@ async def test_disconnect_from_another_process_closes_the_socket(
         await layer.close()
 
 
-async def test_bad_input_is_ignored_and_long_text_truncated(two_nodes: list[DaphneNode]) -> None:
+async def test_bad_input_is_ignored_and_long_text_refused(two_nodes: list[DaphneNode]) -> None:
     node_a, node_b = two_nodes
     room = fresh_room()
     async with asyncio.timeout(TIMEOUT), join(node_a, room) as ws_a, join(node_b, room) as ws_b:
         for bad in ["not json", "[1, 2]", '{"text": 5}', '{"text": "   "}', "{}"]:
             await ws_a.send(bad)
         await ws_a.send(b"binary frames are not part of the protocol")
-        await ws_a.send(json.dumps({"text": "x" * 3000}))
+        await ws_a.send(json.dumps({"text": "x" * 2001}))
+        assert await receive(ws_a) == {
+            "type": "error",
+            "text": "Messages are limited to 2000 characters.",
+        }
+        await ws_a.send(json.dumps({"text": "x" * 2000}))
         # Messages arrive in order, so the first thing B sees proves the rest were dropped.
         assert await receive(ws_b) == {"type": "message", "text": "x" * 2000, "node": "node-a"}
 
@@ -167,10 +172,18 @@ async def test_a_flooding_connection_is_rate_limited(two_nodes: list[DaphneNode]
         assert errors[0]["text"].startswith("Slow down")
 
 
-async def test_a_websocket_from_another_origin_is_refused(two_nodes: list[DaphneNode]) -> None:
-    node_a, _ = two_nodes
-    url = node_a.ws_url(f"/ws/chat/{fresh_room()}/")
-    with pytest.raises(InvalidStatus) as refused:
-        async with connect(url, origin=Origin("http://evil.example"), proxy=None):
-            pass
-    assert refused.value.response.status_code == 403
+async def test_a_websocket_from_another_origin_is_refused(daphne: DaphneFactory) -> None:
+    (node,) = daphne("node-a")
+    url = node.ws_url(f"/ws/chat/{fresh_room()}/")
+    for origin in [
+        "http://evil.example",
+        "http://127.0.0.1:1",  # the right host on another port: another site on this machine
+        f"https://127.0.0.1:{node.port}",  # the right port on another scheme
+        f"http://localhost:{node.port}",  # not in this node's list
+    ]:
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(url, origin=Origin(origin), proxy=None):
+                pass
+        assert refused.value.response.status_code == 403, origin
+    async with connect(url, origin=Origin(node.origin), proxy=None):
+        pass  # its own origin is accepted

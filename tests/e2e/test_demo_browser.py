@@ -10,6 +10,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,6 +50,42 @@ async def enter(browser: object, node: DaphneNode, name: str, room: str) -> obje
     return page
 
 
+TRY_SOCKET = """async (url) => await new Promise((resolve) => {
+  const socket = new WebSocket(url);
+  socket.onopen = () => { socket.close(); resolve("open"); };
+  socket.onclose = () => resolve("refused");
+})"""
+
+
+async def internal_groups_cannot_be_joined(browser: Any, node: DaphneNode, room: str) -> None:
+    """Someone on the page tries the site's internal groups as rooms: every way is shut.
+
+    ``broadcast.all`` has members right now (every chat socket is in it), yet the room
+    list does not show it, the room form and the room URL refuse it, and a WebSocket the
+    page opens to it is refused; so is a user's group.
+    """
+    expect = playwright_api.expect
+    page = await (await browser.new_context()).new_page()
+    await page.goto(f"{node.base_url}/")
+    await expect(page.locator("#rooms")).to_contain_text(room, timeout=WAIT_MS)
+    await expect(page.locator("#rooms")).not_to_contain_text("broadcast")
+    await expect(page.locator("#rooms")).not_to_contain_text("user.")
+
+    await page.fill("#room", "broadcast.all")
+    await page.click("text=Create or join")  # the form's pattern stops it in the browser
+    await expect(page).to_have_url(f"{node.base_url}/")
+    await page.goto(f"{node.base_url}/?room=broadcast.all")  # and the server refuses it
+    await expect(page.locator(".error")).to_contain_text("Use letters, digits")
+    response = await page.goto(f"{node.base_url}/room/broadcast.all/")
+    assert response.status == 404
+
+    await page.goto(f"{node.base_url}/room/{room}/")  # a page of this origin
+    for group in ("broadcast.all", "user.1"):
+        url = node.ws_url(f"/ws/chat/{group}/")
+        assert await page.evaluate(TRY_SOCKET, url) == "refused", group
+    assert await page.evaluate(TRY_SOCKET, node.ws_url(f"/ws/chat/{room}/")) == "open"
+
+
 async def say(page: object, text: str) -> None:
     await page.fill("#text", text)  # type: ignore[attr-defined]
     await page.press("#text", "Enter")  # type: ignore[attr-defined]
@@ -84,7 +121,7 @@ async def test_two_people_on_two_nodes(
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "demo_chat.settings", "REDIS_URL": redis_url,
            "DJANGO_SECRET_KEY": "e2e-tests-only-not-secret"}  # fmt: skip
     command = await asyncio.create_subprocess_exec(
-        sys.executable, "manage.py", "broadcast", room, "maintenance in 5 minutes",
+        sys.executable, "manage.py", "broadcast", f"chat.{room}", "maintenance in 5 minutes",
         cwd=REPO_ROOT, env=env,
     )  # fmt: skip
     assert await command.wait() == 0
@@ -104,6 +141,8 @@ async def test_two_people_on_two_nodes(
     assert await bob.locator("#log li.private").count() == 0
 
     await ann.screenshot(path=str(screenshots / "demo-chat.png"))
+
+    await internal_groups_cannot_be_joined(browser, node_a, room)
 
     # a node that dies leaves the others' presence lists within the heartbeat TTL
     node_b.process.send_signal(signal.SIGKILL)
