@@ -67,7 +67,7 @@ class Keys:
         return f"{self.prefix}:node:{{{node_id}}}:channels"
 
     def patterns(self) -> tuple[str, ...]:
-        """Globs matching every key the layer stores (for ``flush``)."""
+        """Globs matching every key the layer stores (for ``flush`` and the ACL user)."""
         prefix = re.sub(r"([*?\[\]\\])", r"\\\1", self.prefix)  # a literal prefix
         return (
             f"{prefix}:queue:*",
@@ -77,6 +77,11 @@ class Keys:
             f"{prefix}:nodes",
             f"{prefix}:node:*",
         )
+
+    def channel_patterns(self) -> tuple[str, ...]:
+        """Globs matching every pub/sub channel the layer uses (for the ACL user)."""
+        prefix = re.sub(r"([*?\[\]\\])", r"\\\1", self.prefix)  # a literal prefix
+        return f"{prefix}:group:*", f"{prefix}:node:*"
 
 
 def shard_index(name: str, ring_size: int) -> int:

@@ -1,0 +1,82 @@
+"""The least-privilege Redis ACL user for the layer: its keys, its pub/sub channels, its commands.
+
+:func:`acl_rules` is the one source of the rules; docs/security.md shows its output, and
+the test suite runs the whole layer (nodes, registry, emitter, commands, admin actions,
+flush) as a user created from it.
+"""
+
+from __future__ import annotations
+
+from .keys import Keys
+
+__all__ = ["COMMANDS", "acl_rules", "acl_setuser"]
+
+#: Every Redis command the layer sends, directly or from its Lua scripts, and why.
+COMMANDS: dict[str, str] = {
+    # sent by the clients
+    "ping": "layer.ping(), `manage.py check --deploy`, Sentinel's connection check",
+    "select": "only when a host URL names a database other than 0",
+    "evalsha": "every Lua script: registry reads and writes, sends, in-flight counters",
+    "script|load": "loads the scripts once per connection pool, and after a Redis restart",
+    "publish": "group_send, the emitter, control messages between nodes",
+    "subscribe": "a node's group channels and its own node channel",
+    "unsubscribe": "a node's last member left a group",
+    "blpop": "receive() on a normal channel (a worker's queue)",
+    "scan": "flush()",
+    "unlink": "flush()",
+    # called inside the Lua scripts (Redis checks them against the ACL too)
+    "time": "scripts: the registry's clock",
+    "incr": "scripts: in-flight counter of a process-specific channel",
+    "decr": "scripts: in-flight counter",
+    "decrby": "scripts: in-flight counter",
+    "pexpire": "scripts: expiry of counters, queues and node records",
+    "del": "scripts: counters and records that are done",
+    "rpush": "scripts: a send to a normal channel",
+    "lpop": "scripts: expired entries of a normal channel",
+    "lindex": "scripts: expired entries of a normal channel",
+    "llen": "scripts: capacity of a normal channel",
+    "hget": "registry: a channel's record",
+    "hset": "registry: channel and node records",
+    "hsetnx": "registry: a new channel's record",
+    "hdel": "registry: records that are done",
+    "hgetall": "registry: a node's channels and record",
+    "hincrby": "registry: members per node of a group",
+    "hlen": "registry: nodes holding a group's members",
+    "zadd": "registry: memberships, room and node indexes",
+    "zrem": "registry: memberships, room and node indexes",
+    "zincrby": "registry: room sizes",
+    "zscore": "registry: room sizes, node heartbeats",
+    "zcard": "registry: room count",
+    "zcount": "registry: room size within group_expiry",
+    "zrange": "registry: rooms by name",
+    "zrevrange": "registry: rooms by size",
+    "zrangebyscore": "registry: members, live and dead nodes",
+}
+
+#: redis-py names itself on every new connection (Redis 7.2 and later; errors ignored).
+CLIENT_SETINFO = "client|setinfo"
+
+
+def acl_rules(prefix: str = "asgi", redis_version: tuple[int, int] = (7, 2)) -> list[str]:
+    """The ACL rules of a user that can run the layer with ``prefix`` and nothing else.
+
+    Keys (``~``) and pub/sub channels (``&``) are the layer's own patterns; commands are
+    :data:`COMMANDS`, plus ``client|setinfo`` on Redis 7.2 and later (older servers do
+    not know it and would refuse the whole rule set). Prepend ``reset on >password``.
+    """
+    keys = Keys(prefix)
+    commands = list(COMMANDS)
+    if redis_version >= (7, 2):
+        commands.append(CLIENT_SETINFO)
+    return [
+        *(f"~{pattern}" for pattern in keys.patterns()),
+        *(f"&{pattern}" for pattern in keys.channel_patterns()),
+        "-@all",
+        *(f"+{command}" for command in commands),
+    ]
+
+
+def acl_setuser(user: str, prefix: str = "asgi", redis_version: tuple[int, int] = (7, 2)) -> str:
+    """The ``ACL SETUSER`` line for ``redis-cli``, with ``<password>`` to replace."""
+    return " ".join(["ACL SETUSER", user, "reset on '><password>'",
+                     *(f"'{rule}'" for rule in acl_rules(prefix, redis_version))])  # fmt: skip
