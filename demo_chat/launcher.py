@@ -99,7 +99,7 @@ def main() -> int:
         print(f"Admin (demo only): http://127.0.0.1:{nodes[0][1]}/admin/ "
               f"user {DEMO_USER!r}, password {password!r}")  # fmt: skip
         print("Open both nodes in two browser windows and chat across them; try /roll and /who,")
-        print('and `python manage.py broadcast <room> "hello"`. Ctrl-C stops the demo.')
+        print('and `python manage.py broadcast chat.<room> "hello"`. Ctrl-C stops the demo.')
         while all(process.poll() is None for process in processes):
             time.sleep(0.5)  # supervising child processes, not a hot path
         print("A node exited; stopping the demo.", file=sys.stderr)
