@@ -23,6 +23,7 @@ import psutil
 import pytest
 import redis
 
+from ..test_embedded import unauthenticated_ping
 from .conftest import REPO_ROOT, _free_port
 
 STARTUP_TIMEOUT = 90.0
@@ -123,10 +124,7 @@ def test_make_demo_keeps_secrets_off_argv_and_locks_redis_down(tmp_path: Path) -
 
         # The embedded Redis: password required, loopback only, protected mode on.
         port = urlparse(redis_url).port
-        anonymous = redis.Redis(host="127.0.0.1", port=port)
-        with pytest.raises(redis.AuthenticationError):
-            anonymous.ping()
-        anonymous.close()
+        assert unauthenticated_ping(port).startswith(b"-NOAUTH")
         client = redis.Redis.from_url(redis_url)
         assert client.config_get("bind") == {"bind": "127.0.0.1"}
         assert client.config_get("protected-mode") == {"protected-mode": "yes"}
