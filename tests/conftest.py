@@ -4,17 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
 import redis
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from broadcast_layer.embedded import EmbeddedRedis
 from broadcast_layer.layer import BroadcastChannelLayer
 
 LayerFactory = Callable[..., BroadcastChannelLayer]
+
+# Property tests run against real Redis and Django's test client, so an example costs
+# milliseconds: a modest number of examples keeps each test to seconds. No deadline
+# (a loaded machine is slow, not wrong). Fixtures are shared by a test's examples on
+# purpose (one Redis, one logged-in client), hence the health check. More examples:
+# HYPOTHESIS_PROFILE=thorough.
+_PROFILE = {
+    "deadline": None,
+    "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+}
+hypothesis_settings.register_profile("default", max_examples=40, **_PROFILE)
+hypothesis_settings.register_profile("thorough", max_examples=1000, **_PROFILE)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(scope="session")
