@@ -5,13 +5,19 @@ Hierarchy::
     BroadcastLayerError
     ├── ConfigurationError (also ValueError)   bad CONFIG at construction
     ├── EmbeddedRedisError                      no redis-server, or it would not start
-    └── RedisUnavailable                        Redis could not be reached; nothing was sent
+    ├── RedisUnavailable                        Redis could not be reached; nothing was sent
+    ├── InvalidName (also TypeError)            a group or channel name breaks the name rules
+    ├── InvalidMessage (also TypeError)         not a dict, or not serializable
+    │   └── MessageTooDeep                      containers nested deeper than MAX_NESTING
+    ├── InvalidMessageType (also ValueError)    not a handler name, or a refused protocol type
+    └── InvalidPattern (also ValueError)        a malformed room glob, or one over the limits
 
 Where the Channels specification names an exception, that one is raised instead:
 ``channels.exceptions.ChannelFull`` when a channel is at capacity and
 ``channels.exceptions.MessageTooLarge`` when a message exceeds ``max_message_size``.
-Invalid channel or group names raise ``TypeError`` and non-dict messages
-``TypeError`` too, as Channels' own layers do.
+Invalid names and messages are ``TypeError`` subclasses, as Channels' own layers raise
+``TypeError`` for them. The rules and their limits are in ``broadcast_layer.validation``
+and ``broadcast_layer.globs`` (docs/limits.md).
 """
 
 from __future__ import annotations
@@ -23,6 +29,11 @@ __all__ = [
     "ChannelFull",
     "ConfigurationError",
     "EmbeddedRedisError",
+    "InvalidMessage",
+    "InvalidMessageType",
+    "InvalidName",
+    "InvalidPattern",
+    "MessageTooDeep",
     "MessageTooLarge",
     "RedisUnavailable",
 ]
@@ -42,3 +53,23 @@ class EmbeddedRedisError(BroadcastLayerError):
 
 class RedisUnavailable(BroadcastLayerError, ConnectionError):
     """Redis could not be reached (the redis-py error is chained as ``__cause__``)."""
+
+
+class InvalidName(BroadcastLayerError, TypeError):
+    """A group or channel name is not a string of the allowed characters under the length."""
+
+
+class InvalidMessage(BroadcastLayerError, TypeError):
+    """A message is not a dict, or the serializer cannot encode it."""
+
+
+class MessageTooDeep(InvalidMessage):
+    """A message nests dicts, lists or tuples deeper than ``validation.MAX_NESTING``."""
+
+
+class InvalidMessageType(BroadcastLayerError, ValueError):
+    """A message type is not a Channels handler name, or is a protocol type not allowed here."""
+
+
+class InvalidPattern(BroadcastLayerError, ValueError):
+    """A room glob is malformed, or longer or with more wildcards than the limits allow."""

@@ -8,7 +8,6 @@ One layer instance serves every event loop in the process (Daphne's, the fresh o
 from __future__ import annotations
 
 import asyncio
-import re
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -20,14 +19,25 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .conf import DEFAULT_MAX_MESSAGE_SIZE, LayerConfig, build_config
-from .exceptions import ConfigurationError, MessageTooLarge, RedisUnavailable
+from .exceptions import (
+    ConfigurationError,
+    InvalidMessage,
+    MessageTooDeep,
+    MessageTooLarge,
+    RedisUnavailable,
+)
 from .node import Node, NodeStats
 from .registry import Registry, SyncRegistry
 from .scripts import Call
+from .validation import (
+    MAX_NESTING,
+    require_shallow,
+    require_valid_channel_name,
+    require_valid_channel_prefix,
+    require_valid_group_name,
+)
 
 __all__ = ["BroadcastChannelLayer", "get_layer"]
-
-_PREFIX_RE = re.compile(r"^[a-zA-Z\d\-_.]+$")
 
 
 class _RedisErrors:
@@ -150,6 +160,18 @@ class BroadcastChannelLayer(BaseChannelLayer):
 
     # -- Channels API ------------------------------------------------------------------
 
+    # Channels' own checks use match() with "$", which accepts "room\n"; every entry
+    # point of this package uses the full-match rules in broadcast_layer.validation.
+    def require_valid_group_name(self, name: str) -> bool:
+        """Raise :class:`~broadcast_layer.exceptions.InvalidName` (a ``TypeError``) if invalid."""
+        require_valid_group_name(name)
+        return True
+
+    def require_valid_channel_name(self, name: str, receive: bool = False) -> bool:
+        """Raise :class:`~broadcast_layer.exceptions.InvalidName` (a ``TypeError``) if invalid."""
+        require_valid_channel_name(name, receive)
+        return True
+
     async def send(self, channel: str, message: dict[str, Any]) -> None:
         """Send a message to a channel.
 
@@ -175,8 +197,7 @@ class BroadcastChannelLayer(BaseChannelLayer):
 
     async def new_channel(self, prefix: str = "specific") -> str:
         """Create a process-specific channel owned by this loop's node and return its name."""
-        if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
-            raise TypeError(f"Invalid channel prefix {prefix!r}")
+        require_valid_channel_prefix(prefix)
         async with _redis_errors:
             return await self._node().new_channel(prefix)
 
@@ -211,15 +232,20 @@ class BroadcastChannelLayer(BaseChannelLayer):
     def encode(self, message: dict[str, Any]) -> bytes:
         """Serialize a message as every node expects it (same for the emitter).
 
-        Raises ``TypeError`` for a non-dict or unserializable message and
+        Raises :class:`~broadcast_layer.exceptions.InvalidMessage` (a ``TypeError``) for a
+        non-dict or unserializable message, its subclass ``MessageTooDeep`` when
+        containers nest deeper than ``validation.MAX_NESTING`` (32), and
         ``MessageTooLarge`` above ``max_message_size``.
         """
         if not isinstance(message, dict):
-            raise TypeError(f"Messages must be dicts, got {type(message).__name__}")
+            raise InvalidMessage(f"Messages must be dicts, got {type(message).__name__}")
+        require_shallow(message)
         try:
             data: bytes = self.serializer.serialize(message)
+        except RecursionError:  # a serializer's own hooks recursing; never seen past the walk
+            raise MessageTooDeep(f"The message nests deeper than {MAX_NESTING}") from None
         except (TypeError, ValueError, OverflowError) as exc:
-            raise TypeError(f"Message cannot be serialized: {exc}") from None
+            raise InvalidMessage(f"Message cannot be serialized: {exc}") from None
         if len(data) > self.config.max_message_size:
             raise MessageTooLarge(
                 f"Message is {len(data)} bytes; max_message_size is {self.config.max_message_size}"
