@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from channels.layers import BaseChannelLayer
-
 from . import scripts
 from .conf import LayerConfig
+from .globs import compile_glob
 from .keys import Keys, node_of
 from .scripts import Call
+from .validation import require_valid_channel_name, require_valid_group_name
 
 if TYPE_CHECKING:
     from .layer import BroadcastChannelLayer
@@ -40,10 +39,14 @@ __all__ = [
 
 T = TypeVar("T")
 Order = Literal["name", "size"]
-_names = BaseChannelLayer()  # name validation only
 #: How many room names one listing call may examine while filtering by a pattern.
 SCAN_BUDGET = 20_000
+#: How many glob-matcher steps one listing call may spend (one step: one character of a
+#: name against one token of the glob); bounds the time a search holds Redis.
+MATCH_STEP_BUDGET = 200_000
 MAX_PAGE = 1000
+#: The largest ``offset`` of :meth:`Registry.rooms` (beyond any real index).
+MAX_OFFSET = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,30 +105,12 @@ def _time(value: Any) -> datetime:
     return datetime.fromtimestamp(float(value), tz=UTC)
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def glob_to_lua(pattern: str) -> str:
-    """Translate a shell glob (``*``, ``?``, ``[abc]``) into an anchored Lua pattern."""
-    out, i = ["^"], 0
-    while i < len(pattern):
-        char = pattern[i]
-        if char == "*":
-            out.append(".*")
-        elif char == "?":
-            out.append(".")
-        elif char == "[" and (end := pattern.find("]", i + 1)) > i + 1:
-            body = pattern[i + 1 : end]
-            negate = body.startswith("!")
-            body = re.sub(r"([%^\]])", r"%\1", body[1:] if negate else body)
-            out.append(f"[{'^' if negate else ''}{body}]")
-            i = end
-        else:
-            out.append(f"%{char}" if not char.isalnum() else char)
-        i += 1
-    out.append("$")
-    return "".join(out)
 
 
 def _record(channel: str, node: str | None, raw: Any) -> ChannelInfo:
@@ -209,8 +194,13 @@ class RegistryCalls:
     ) -> Call[RoomPage]:
         if order not in ("name", "size"):
             raise ValueError(f"order must be 'name' or 'size', got {order!r}")
-        if not 0 < limit <= MAX_PAGE or offset < 0:
-            raise ValueError(f"limit must be 1..{MAX_PAGE} and offset >= 0")
+        if not (
+            _is_int(limit)
+            and _is_int(offset)
+            and 0 < limit <= MAX_PAGE
+            and 0 <= offset <= MAX_OFFSET
+        ):
+            raise ValueError(f"limit must be 1..{MAX_PAGE} and offset 0..{MAX_OFFSET}")
 
         def parse(reply: list[Any]) -> RoomPage:
             flat = reply[2:]
@@ -221,37 +211,36 @@ class RegistryCalls:
             next_offset = int(reply[1])
             return RoomPage(rooms, int(reply[0]), None if next_offset < 0 else next_offset)
 
-        lua_pattern = glob_to_lua(pattern) if pattern and pattern != "*" else ""
+        glob = compile_glob(pattern) if pattern else None
+        tokens = () if glob is None or glob.matches_everything else glob.tokens
+        literal = glob.prefix if tokens and glob else ""
+        # Every name starting with `literal` sorts before this string (names are ASCII).
+        literal_end = literal[:-1] + chr(ord(literal[-1]) + 1) if literal else ""
         return Call(
             scripts.ROOMS,
             [self.keys.rooms_by_name, self.keys.rooms_by_size, self.keys.nodes],
-            [
-                order,
-                offset,
-                limit,
-                lua_pattern,
-                SCAN_BUDGET,
-                self.keys.prefix,
-                self.config.node_ttl,
-            ],
+            [order, offset, limit, SCAN_BUDGET, MATCH_STEP_BUDGET, self.keys.prefix,
+             self.config.node_ttl, literal, literal_end, *tokens],
             parse,
-        )
+        )  # fmt: skip
 
     def room_size(self, group: str) -> Call[int]:
-        _names.require_valid_group_name(group)
+        require_valid_group_name(group)
         return Call(scripts.ROOM_SIZE, [self.keys.members(group)], [self.config.group_expiry], int)
 
     def room(self, group: str) -> Call[Room]:
-        _names.require_valid_group_name(group)
+        require_valid_group_name(group)
         return Call(
             scripts.ROOM, [self.keys.members(group), self.keys.member_nodes(group)],
             [self.config.group_expiry], lambda reply: Room(group, int(reply[0]), int(reply[1])),
         )  # fmt: skip
 
     def members(self, group: str, offset: int = 0, limit: int | None = None) -> Call[list[Member]]:
-        _names.require_valid_group_name(group)
-        if offset < 0 or (limit is not None and limit < 1):
-            raise ValueError("offset must be >= 0 and limit >= 1")
+        require_valid_group_name(group)
+        if not (_is_int(offset) and 0 <= offset <= MAX_OFFSET) or (
+            limit is not None and not (_is_int(limit) and 1 <= limit <= MAX_OFFSET)
+        ):
+            raise ValueError(f"offset must be 0..{MAX_OFFSET} and limit 1..{MAX_OFFSET}")
 
         def parse(reply: list[Any]) -> list[Member]:
             members = []
@@ -277,7 +266,7 @@ class RegistryCalls:
 
     def channel(self, channel: str) -> Call[ChannelInfo | None]:
         """A process-specific channel's record (None when the registry does not know it)."""
-        _names.require_valid_channel_name(channel)
+        require_valid_channel_name(channel)
         node = node_of(channel)
         if node is None:
             raise ValueError(f"{channel!r} is a normal channel; only process-specific ones "
@@ -343,6 +332,8 @@ class Registry:
         """One page of groups with their sizes, sorted by name or size, filtered by a glob.
 
         Dead nodes are reaped first, in the same call, so their members are not counted.
+        Raises :class:`~broadcast_layer.exceptions.InvalidPattern` for a malformed glob
+        and ``ValueError`` for a bad order, limit or offset, before any I/O.
         """
         return await self._run(self.calls.rooms(pattern, order, offset, limit))
 

@@ -270,42 +270,150 @@ end
 return out
 """)
 
+# A room glob, compiled by broadcast_layer.globs into tokens: '*', '?', '=c' (one
+# character), '+ranges' / '-ranges' (a class or a negated one; ranges are pairs of first
+# and last byte). glob_match(name, glob) first rejects, at C speed, a name that lacks the
+# glob's literal start, literal end or any literal run between wildcards, or whose length
+# cannot fit; then runs the classic iterative wildcard match, which on a mismatch
+# backtracks only to the last '*' seen, never further: one name costs at most
+# (#name + 1) * (#tokens + 1) steps whatever the glob (a Lua pattern with '.*' per '*'
+# backtracks exponentially). It returns whether the name matches and the steps taken.
+GLOB = """
+local STAR, ANY, ONE, IN, NOT_IN = 1, 2, 3, 4, 5
+local function glob_compile(tokens)
+  local g = {kinds = {}, data = {}, runs = {}, head = '', tail = '', fixed = 0, star = false}
+  local run, run_start = {}, 1
+  local function end_run(i)  -- the literal run before token i ends
+    if #run > 0 then
+      local text = table.concat(run)
+      if run_start == 1 then g.head = text end
+      if i > #tokens then g.tail = text end
+      if run_start > 1 and i <= #tokens then g.runs[#g.runs + 1] = text end
+    end
+    run, run_start = {}, i + 1
+  end
+  for i, token in ipairs(tokens) do
+    local op = string.sub(token, 1, 1)
+    if op == '=' then
+      g.kinds[i] = ONE; g.data[i] = string.byte(token, 2)
+      run[#run + 1] = string.sub(token, 2, 2)
+    else
+      end_run(i)
+      if op == '*' then g.kinds[i] = STAR; g.star = true
+      elseif op == '?' then g.kinds[i] = ANY
+      else
+        g.kinds[i] = op == '+' and IN or NOT_IN
+        g.data[i] = {string.byte(token, 2, -1)}
+      end
+    end
+    if op ~= '*' then g.fixed = g.fixed + 1 end
+  end
+  end_run(#tokens + 1)
+  return g
+end
+local function glob_class(ranges, c)
+  for j = 1, #ranges, 2 do
+    if c >= ranges[j] and c <= ranges[j + 1] then return true end
+  end
+  return false
+end
+local function glob_match(name, g)
+  local len = #name
+  if len < g.fixed or (len > g.fixed and not g.star)
+     or string.sub(name, 1, #g.head) ~= g.head
+     or (g.tail ~= '' and string.sub(name, -#g.tail) ~= g.tail) then
+    return false, 1
+  end
+  for _, run in ipairs(g.runs) do
+    if not string.find(name, run, 1, true) then return false, 1 end
+  end
+  local kinds, data, last = g.kinds, g.data, #g.kinds
+  local n, p, star, mark, steps = 1, 1, 0, 0, 1
+  while n <= len do
+    steps = steps + 1
+    local kind = kinds[p]
+    if kind == STAR then
+      if p == last then return true, steps end  -- a final '*' takes the rest
+      star, mark, p = p, n, p + 1
+    else
+      local hit = false
+      if kind == ONE then hit = string.byte(name, n) == data[p]
+      elseif kind == ANY then hit = true
+      elseif kind ~= nil then hit = glob_class(data[p], string.byte(name, n)) == (kind == IN)
+      end
+      if hit then
+        n, p = n + 1, p + 1
+      elseif star > 0 then
+        mark = mark + 1
+        n, p = mark, star + 1
+      else
+        return false, steps
+      end
+    end
+  end
+  while kinds[p] == STAR do p = p + 1 end
+  return p > last, steps
+end
+"""
+
 # KEYS: rooms by-name, rooms by-size, nodes index. ARGV: order ("name"|"size"), offset,
-# count, Lua pattern ("" for all), scan budget, prefix, node TTL (s). Reaps up to 10 dead
-# nodes first, so their members are not counted (one round trip for both).
+# count, name budget, step budget, prefix, node TTL (s), literal start of the glob ("" for
+# none), the first string after every name with that start, glob tokens (none: no filter).
+# Reaps up to 10 dead nodes first, so their members are not counted (one round trip for
+# both). By name with a literal start, only that start's rank range of the index is read
+# (two ZLEXCOUNTs find it; ZRANGEBYLEX's LIMIT would walk the offset). A call stops after
+# examining `name budget` names or spending `step budget` matcher steps.
 # Returns [total, next offset or -1, name, size, nodes holding members, ...].
-ROOMS = _registry_script("""
+ROOMS = _registry_script(
+    GLOB
+    + """
 local by_name, by_size = KEYS[1], KEYS[2]
 reap_dead(ARGV[6], KEYS[3], by_size, by_name, tonumber(ARGV[7]), 10)  -- dead nodes' members out
 local order, pos, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local pattern, budget = ARGV[4], tonumber(ARGV[5])
-local out = {redis.call('ZCARD', by_name), -1}
-local found, scanned = 0, 0
-while found < count and scanned < budget do
-  local want = pattern == '' and (count - found) or 500
+local name_budget, step_budget = tonumber(ARGV[4]), tonumber(ARGV[5])
+local tokens = {}
+for i = 10, #ARGV do tokens[#tokens + 1] = ARGV[i] end
+local filtered = #tokens > 0
+local glob = glob_compile(tokens)
+local total = redis.call('ZCARD', by_name)
+local out = {total, -1}
+local stop = total
+if filtered and order == 'name' and ARGV[8] ~= '' then
+  local first = redis.call('ZLEXCOUNT', by_name, '-', '(' .. ARGV[8])
+  stop = redis.call('ZLEXCOUNT', by_name, '-', '(' .. ARGV[9])
+  if pos < first then pos = first end
+end
+local found, scanned, steps = 0, 0, 0
+while found < count and pos < stop and scanned < name_budget and steps < step_budget do
+  local want = math.min(filtered and 500 or (count - found), stop - pos)
   local names, sizes = {}, {}
   if order == 'size' then
     local chunk = redis.call('ZREVRANGE', by_size, pos, pos + want - 1, 'WITHSCORES')
     for i = 1, #chunk, 2 do names[#names + 1] = chunk[i]; sizes[#sizes + 1] = chunk[i + 1] end
   else
     names = redis.call('ZRANGE', by_name, pos, pos + want - 1)
-    for i, name in ipairs(names) do sizes[i] = redis.call('ZSCORE', by_size, name) or '0' end
   end
-  if #names == 0 then return out end
+  if #names == 0 then stop = pos; break end
   for i, name in ipairs(names) do
     pos = pos + 1
     scanned = scanned + 1
-    if pattern == '' or string.find(name, pattern) then
-      out[#out + 1] = name; out[#out + 1] = sizes[i]
+    local hit, cost = true, 0
+    if filtered then hit, cost = glob_match(name, glob) end
+    steps = steps + cost
+    if hit then
+      out[#out + 1] = name
+      out[#out + 1] = sizes[i] or redis.call('ZSCORE', by_size, name) or '0'
       out[#out + 1] = redis.call('HLEN', ARGV[6] .. ':members:{' .. name .. '}:nodes')
       found = found + 1
       if found == count then break end
     end
+    if scanned >= name_budget or steps >= step_budget then break end
   end
 end
-if pos < out[1] then out[2] = pos end
+if pos < stop then out[2] = pos end
 return out
-""")
+"""
+)
 
 # KEYS: any hash. Returns HGETALL (a script so every registry read runs the same way).
 HGETALL = """

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from broadcast_layer.registry import glob_to_lua
-
 from .conftest import eventually, nothing_arrives, within
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,12 +108,6 @@ async def test_rooms_are_paginated_sorted_and_filtered(layer):
     assert [r.name for r in (await layer.registry.rooms(pattern="room-00[12]?")).rooms] == [
         f"room-00{i}" for i in range(10, 30)
     ]
-
-
-def test_glob_to_lua_escapes_lua_magic_characters():
-    assert glob_to_lua("chat.*") == "^chat%..*$"
-    assert glob_to_lua("a-b?") == "^a%-b.$"
-    assert glob_to_lua("[!x]y") == "^[^x]y$"
 
 
 async def test_group_add_for_a_remote_channel_is_confirmed_before_it_returns(nodes):
