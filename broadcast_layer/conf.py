@@ -13,6 +13,13 @@ from channels_redis.utils import decode_hosts
 from .exceptions import ConfigurationError
 
 DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
+#: ``CONFIG["prefix"]`` is 1 to this many characters from PREFIX_CHARACTERS.
+MAX_PREFIX_LENGTH = 64
+PREFIX_CHARACTERS = "ASCII letters, digits, '-', '_' and '.'"
+# No ":" (the layer's own separator: with it, one prefix's keys could start with
+# another's, e.g. "a" and "a:node"), no glob characters (flush's SCAN patterns), no
+# braces (hash tags), no whitespace.
+_PREFIX = re.compile(r"[A-Za-z0-9_.\-]+")
 
 
 @dataclass(frozen=True)
@@ -97,9 +104,14 @@ def build_config(
     node_ttl: float,
 ) -> LayerConfig:
     """Validate the layer's keyword arguments; raise :class:`ConfigurationError` naming the key."""
-    if not isinstance(prefix, str) or not re.fullmatch(r"[^\s{}]*", prefix):
+    if (
+        not isinstance(prefix, str)
+        or len(prefix) > MAX_PREFIX_LENGTH
+        or not _PREFIX.fullmatch(prefix)
+    ):
         raise ConfigurationError(
-            f"CONFIG['prefix'] must be a string without spaces or braces, got {prefix!r}"
+            f"CONFIG['prefix'] must be 1 to {MAX_PREFIX_LENGTH} {PREFIX_CHARACTERS}"
+            f" (no ':', glob characters, braces or whitespace), got {prefix!r:.80}"
         )
     if _positive("node_ttl", node_ttl) <= _positive("heartbeat_interval", heartbeat_interval):
         raise ConfigurationError(

@@ -9,7 +9,6 @@ See docs/architecture.md.
 from __future__ import annotations
 
 import binascii
-import re
 from dataclasses import dataclass
 
 
@@ -67,8 +66,13 @@ class Keys:
         return f"{self.prefix}:node:{{{node_id}}}:channels"
 
     def patterns(self) -> tuple[str, ...]:
-        """Globs matching every key the layer stores (for ``flush`` and the ACL user)."""
-        prefix = re.sub(r"([*?\[\]\\])", r"\\\1", self.prefix)  # a literal prefix
+        """Globs matching every key the layer stores under this prefix, and no other's.
+
+        For ``flush`` and the ACL user. ``conf`` refuses prefixes with ``:`` or glob
+        characters, so ``<prefix>:`` is never the start of another prefix's keys
+        (``site`` vs ``site2``, ``a`` vs ``a:b``) and needs no escaping.
+        """
+        prefix = self.prefix
         return (
             f"{prefix}:queue:*",
             f"{prefix}:inflight:*",
@@ -79,9 +83,11 @@ class Keys:
         )
 
     def channel_patterns(self) -> tuple[str, ...]:
-        """Globs matching every pub/sub channel the layer uses (for the ACL user)."""
-        prefix = re.sub(r"([*?\[\]\\])", r"\\\1", self.prefix)  # a literal prefix
-        return f"{prefix}:group:*", f"{prefix}:node:*"
+        """Globs matching every pub/sub channel the layer uses (for the ACL user).
+
+        Like :meth:`patterns`, no other prefix's channels match them.
+        """
+        return f"{self.prefix}:group:*", f"{self.prefix}:node:*"
 
 
 def shard_index(name: str, ring_size: int) -> int:

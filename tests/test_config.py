@@ -60,6 +60,41 @@ def test_bad_values_raise_configuration_error_naming_the_key(config, names):
         BroadcastChannelLayer(**config)
 
 
+@pytest.mark.parametrize(
+    "prefix",
+    ["a:b", "myapp:", "site*", "si?e", "s[ab]", "s]", "{site}", "has space", "tab\t", "room\n",
+     "", "x" * 65, "café", 7, None],
+)  # fmt: skip
+def test_prefixes_that_could_overlap_or_break_keys_are_refused(prefix):
+    with pytest.raises(ConfigurationError, match="prefix"):
+        BroadcastChannelLayer(prefix=prefix)
+
+
+async def test_flush_deletes_only_its_own_keys_beside_prefixes_that_start_alike(
+    make_layer, redis_client, prefix
+):
+    async def populate(site: str) -> None:
+        owner, other = make_layer(prefix=site), make_layer(prefix=site)
+        channel = await owner.new_channel()
+        await owner.group_add("lobby", channel)  # registry keys, node keys
+        await other.send(channel, {"type": "m"})  # an in-flight counter
+        await owner.send("worker.q", {"type": "m"})  # a queue
+
+    def keys(site: str) -> set[bytes]:
+        return set(redis_client.scan_iter(match=f"{site}:*", count=1000))
+
+    sites = [prefix, prefix + "2", prefix + ".b", prefix + "-b"]
+    for site in sites:
+        await populate(site)
+    kinds = {key.split(b":")[1] for key in keys(sites[1])}
+    assert {b"queue", b"inflight", b"members", b"{rooms}", b"nodes", b"node"} <= kinds
+    others = {site: keys(site) for site in sites[1:]}
+    await make_layer(prefix=prefix).flush()
+    assert keys(prefix) == set()
+    for site, before in others.items():
+        assert keys(site) == before, site
+
+
 async def test_host_dicts_and_urls_both_work(redis_server, prefix):
     by_url = BroadcastChannelLayer(hosts=[redis_server.url], prefix=prefix)
     by_dict = BroadcastChannelLayer(
