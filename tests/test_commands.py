@@ -7,11 +7,14 @@ import json
 import os
 import subprocess
 import sys
-from io import StringIO
+from io import BytesIO, StringIO, TextIOWrapper
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from django.core.management import CommandError, call_command
+from hypothesis import given
+from hypothesis import strategies as st
 
 from .conftest import nothing_arrives, within
 
@@ -140,6 +143,11 @@ async def test_stdin_json_lines(nodes, manage):
         (["broadcast", "room42", "hi", "--bogus"], "unrecognized arguments: --bogus"),
         (["rooms", "--layer", "nope"], "No channel layer 'nope'"),
         (["rooms", "bad name!"], "Group name must be a valid"),
+        (["rooms", "--watch", "-1"], "--watch: must be a number from 0.1 to 86400"),
+        (["rooms", "--watch", "nan"], "--watch: must be a number from 0.1 to 86400"),
+        (["broadcast", "room42", "hi", "--type", "bad!type"], "is not a handler name"),
+        (["broadcast", "room42", "--json", "[" * 50_000 + "]" * 50_000], "more than 32 deep"),
+        (["broadcast", "room42", "--stdin", "--json", "-"], "line 3: The message type"),
     ],
 )
 async def test_bad_input_is_one_line_nonzero_and_sends_nothing(nodes, manage, args, message):
@@ -147,6 +155,9 @@ async def test_bad_input_is_one_line_nonzero_and_sends_nothing(nodes, manage, ar
     if args[-1].startswith("x" * 10):  # too long for argv: pass through stdin instead
         args = [*args[:-1], "--stdin"]
         result = await asyncio.to_thread(manage, *args, stdin="x" * 5_000_000 + "\n")
+    elif "--stdin" in args:  # a batch whose third line is bad: nothing at all is sent
+        batch = '{"n": 1}\n{"n": 2}\n{"type": "bad!type"}\n{"n": 4}\n'
+        result = await asyncio.to_thread(manage, *args, stdin=batch)
     else:
         result = await asyncio.to_thread(manage, *args)
     assert result.returncode != 0
@@ -156,6 +167,104 @@ async def test_bad_input_is_one_line_nonzero_and_sends_nothing(nodes, manage, ar
     assert len(error_lines) == 1
     for i in (0, 1):
         await nothing_arrives(nodes[i], channels[i], 0.1)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--watch", "-1"], "must be a number from 0.1"),
+        (["--watch", "nan"], "must be a number from 0.1"),
+        (["--watch", "inf"], "must be a number from 0.1"),
+        (["--watch", "0"], "must be a number from 0.1"),
+        (["--watch", "1e999"], "must be a number from 0.1"),
+        (["--watch", "soon"], "a number is needed"),
+        (["--limit", "0"], "must be an integer from 1 to 1000"),
+        (["--limit", "1001"], "must be an integer from 1 to 1000"),
+        (["--limit", "2.5"], "an integer is needed"),
+        (["--match", "*" * 40], "more than 32 wildcards"),
+        (["--match", "room name"], "can never be in a room name"),
+        (["room42\n"], "Group name must be a valid"),
+    ],
+)
+def test_rooms_flags_are_checked_in_one_line(args, message):
+    with pytest.raises(CommandError, match=message) as caught:
+        call_command("rooms", *args, stdout=StringIO())
+    assert "\n" not in str(caught.value)
+
+
+@pytest.fixture
+def stdin(monkeypatch):
+    """Replace standard input with text (or bytes, read through a real text wrapper)."""
+
+    def feed(data: str | bytes) -> None:
+        if isinstance(data, bytes):
+            monkeypatch.setattr(sys, "stdin", TextIOWrapper(BytesIO(data)))
+        else:
+            monkeypatch.setattr(sys, "stdin", StringIO(data))
+
+    return feed
+
+
+@pytest.mark.parametrize(
+    ("lines", "json_lines", "message"),
+    [
+        (
+            "one\ntwo\n" + "x" * 5_000_000 + "\nfour\n",
+            False,
+            "line 3: longer than max_message_size",
+        ),
+        ('{"n": 1}\n\n{"n": 3\n', True, "line 3 is not valid JSON"),
+        ('{"n": 1}\n[1]\n', True, "line 2 must be a JSON object"),
+        ('{"n": 1}\n{"type": "websocket.send"}\n', True, "line 2: 'websocket.send' is an ASGI"),
+        ('{"n": 1}\n{"x": ' + "[" * 40 + "]" * 40 + "}\n", True, "line 2 nests containers"),
+        (b"one\n\xff\xfe\n", False, "line 2: not UTF-8 text"),
+    ],
+)
+async def test_a_bad_line_in_a_stdin_batch_sends_nothing(nodes, stdin, lines, json_lines, message):
+    channels = await members_on_two_nodes(nodes)
+    stdin(lines)
+    body = {"json": "-"} if json_lines else {}
+    with pytest.raises(CommandError, match=message) as caught:
+        await asyncio.to_thread(call_command, "broadcast", "room42", stdin=True, **body,
+                                stdout=StringIO())  # fmt: skip
+    assert "\n" not in str(caught.value)
+    for i in (0, 1):
+        await nothing_arrives(nodes[i], channels[i], 0.1)
+
+
+async def test_stream_sends_the_lines_before_a_bad_one(nodes, stdin):
+    channel = (await members_on_two_nodes(nodes))[0]
+    stdin('{"n": 1}\n{"n": 2}\n{"type": "bad!type"}\n{"n": 4}\n')
+    with pytest.raises(CommandError, match="line 3"):
+        await asyncio.to_thread(call_command, "broadcast", "room42", "--stdin", "--stream",
+                                json="-", stdout=StringIO())  # fmt: skip
+    assert [(await within(nodes[0].receive(channel)))["n"] for _ in range(2)] == [1, 2]
+    await nothing_arrives(nodes[0], channel)
+
+
+async def test_a_stdin_batch_is_bounded(nodes, stdin, monkeypatch):
+    from broadcast_layer.management.commands import broadcast
+
+    channel = (await members_on_two_nodes(nodes))[0]
+    monkeypatch.setattr(broadcast, "MAX_STDIN_LINES", 3)
+    stdin("a\nb\nc\nd\n")
+    with pytest.raises(CommandError, match="over 3 lines"):
+        await asyncio.to_thread(call_command, "broadcast", "room42", "--stdin", stdout=StringIO())
+    await nothing_arrives(nodes[0], channel)
+    stdin("a\nb\nc\n")
+    await asyncio.to_thread(call_command, "broadcast", "room42", "--stdin", stdout=StringIO())
+    assert [(await within(nodes[0].receive(channel)))["text"] for _ in range(3)] == ["a", "b", "c"]
+
+
+async def test_protocol_types_go_out_only_with_the_flag(nodes):
+    channel = (await members_on_two_nodes(nodes))[0]
+    body = '{"type": "websocket.receive", "text": "x"}'
+    with pytest.raises(CommandError, match="--allow-protocol-type"):
+        await asyncio.to_thread(call_command, "broadcast", "room42", json=body, stdout=StringIO())
+    await nothing_arrives(nodes[0], channel)
+    await asyncio.to_thread(call_command, "broadcast", "room42", "hi", "--allow-protocol-type",
+                            type="websocket.receive", stdout=StringIO())  # fmt: skip
+    assert (await within(nodes[0].receive(channel)))["type"] == "websocket.receive"
 
 
 async def test_redis_unreachable_is_a_one_line_error(manage):
@@ -216,3 +325,58 @@ async def test_rooms_watch_refreshes_in_place(nodes, redis_url, prefix):
     process.send_signal(2)  # Ctrl-C ends it quietly
     assert await within(process.wait(), 10) == 0
     assert b"room42" in output
+
+
+# -- fuzzing the command lines --------------------------------------------------------
+
+ROOM_ARGS = st.sampled_from(["room42", "room42\n", "bad name", "", "x" * 120, "chat.*", "-"])
+TEXTS = st.one_of(st.text(max_size=20), st.sampled_from(["--", "-1", "nan"]))
+VALUES = st.one_of(
+    st.sampled_from(["-1", "0", "nan", "inf", "1e999", "2.5", "1001", "abc", "", "5", "50"]),
+    st.text(max_size=10),
+)
+JSON_BODIES = st.sampled_from([
+    '{"n": 1}', "{", "[1]", '{"type": "bad!type"}', '{"type": "websocket.receive"}',
+    '{"type": 5}', "[" * 3000 + "]" * 3000, '{"x": ' + "[" * 40 + "]" * 40 + "}", "-", "null",
+])  # fmt: skip
+BROADCAST_PIECES = st.one_of(
+    ROOM_ARGS.map(lambda a: [a]),
+    TEXTS.map(lambda a: [a]),
+    st.tuples(st.sampled_from(["--user", "--channel", "--output"]), VALUES | ROOM_ARGS).map(list),
+    st.tuples(st.just("--layer"), st.sampled_from(["default", "memory", "nope", ""])).map(list),
+    st.tuples(
+        st.just("--type"),
+        st.sampled_from(["chat.message", "bad!type", "websocket.send", "_x", "a..b", ""]) | TEXTS,
+    ).map(list),
+    st.tuples(st.just("--json"), JSON_BODIES).map(list),
+    st.sampled_from(
+        ["--all", "--stdin", "--stream", "--quiet", "--allow-protocol-type", "--bogus"]
+    ).map(lambda a: [a]),
+)
+ROOMS_PIECES = st.one_of(
+    ROOM_ARGS.map(lambda a: [a]),
+    st.tuples(st.sampled_from(["--limit", "--sort", "--match"]), VALUES | ROOM_ARGS).map(list),
+    # Only values --watch refuses: a valid one would refresh until Ctrl-C.
+    st.tuples(
+        st.just("--watch"),
+        st.sampled_from(["-1", "0", "nan", "inf", "1e999", "abc", "", "0.01", "86401"]),
+    ).map(list),
+    st.sampled_from(["--nodes", "--json", "--bogus"]).map(lambda a: [a]),
+)
+
+
+@given(
+    command=st.sampled_from(["broadcast", "rooms"]),
+    broadcast=st.lists(BROADCAST_PIECES, max_size=6),
+    rooms=st.lists(ROOMS_PIECES, max_size=5),
+    stdin=st.text(max_size=200) | st.sampled_from(['{"n": 1}\n{"type": "bad!type"}\n']),
+)
+def test_no_command_line_gives_a_traceback(command, broadcast, rooms, stdin):
+    argv = [token for piece in (broadcast if command == "broadcast" else rooms) for token in piece]
+    with mock.patch.object(sys, "stdin", StringIO(stdin)):
+        try:
+            call_command(command, *argv, stdout=StringIO(), stderr=StringIO())
+        except (CommandError, SystemExit) as exc:
+            message = str(exc)
+            assert message.strip(), argv
+            assert "\n" not in message.strip(), (argv, message)

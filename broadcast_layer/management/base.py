@@ -1,7 +1,10 @@
-"""What the app's management commands share: argument errors in one line."""
+"""What the app's management commands share: one-line errors and checked numeric flags."""
 
 from __future__ import annotations
 
+import argparse
+import math
+from collections.abc import Callable
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
@@ -16,7 +19,35 @@ class OneLineErrorsCommand(BaseCommand):
 
         def one_line_error(message: str) -> None:
             parser.print_usage = lambda file=None: None
-            error(f"{message} (see --help)")
+            error(f"{one_line(message)} (see --help)")
 
         parser.error = one_line_error
         return parser
+
+
+def one_line(error: BaseException | str) -> str:
+    """The first line of an error's text (its class name when it has none)."""
+    text = str(error)
+    if not text.strip():
+        return type(error).__name__ if isinstance(error, BaseException) else "error"
+    return text.strip().splitlines()[0]
+
+
+def number_in(low: float, high: float, *, integer: bool = False) -> Callable[[str], float]:
+    """An argparse ``type`` accepting a finite number in [low, high] (an int if ``integer``).
+
+    ``nan``, ``inf``, negatives and out-of-range values become a one-line usage error.
+    """
+    kind = "an integer" if integer else "a number"
+
+    def parse(text: str) -> float:
+        try:
+            value: float = int(text) if integer else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{kind} is needed, got {text[:40]!r}") from None
+        if not (math.isfinite(value) and low <= value <= high):
+            raise argparse.ArgumentTypeError(f"must be {kind} from {low:g} to {high:g}")
+        return value
+
+    parse.__name__ = kind  # argparse names the type in some messages
+    return parse

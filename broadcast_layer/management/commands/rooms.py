@@ -11,10 +11,15 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 
 from broadcast_layer.exceptions import RedisUnavailable
-from broadcast_layer.management.base import OneLineErrorsCommand
-from broadcast_layer.registry import SyncRegistry, get_registry
+from broadcast_layer.globs import compile_glob
+from broadcast_layer.management.base import OneLineErrorsCommand, number_in, one_line
+from broadcast_layer.registry import MAX_PAGE, SyncRegistry, get_registry
 
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
+#: --watch redraws at most this often (0 would busy-loop on Redis)...
+MIN_WATCH_SECONDS = 0.1
+#: ...and at least this rarely (a day).
+MAX_WATCH_SECONDS = 86_400.0
 
 
 def _json_default(value: Any) -> Any:
@@ -41,26 +46,35 @@ class Command(OneLineErrorsCommand):
         parser.add_argument("room", nargs="?", help="list this room's members")
         parser.add_argument("--match", metavar="GLOB", help="only rooms matching a glob")
         parser.add_argument("--sort", choices=["name", "size"], default="name")
-        parser.add_argument("--limit", type=int, default=50, help="at most this many rooms")
+        parser.add_argument(
+            "--limit",
+            type=number_in(1, MAX_PAGE, integer=True),
+            default=50,
+            help=f"at most this many rooms (1 to {MAX_PAGE})",
+        )
         parser.add_argument("--nodes", action="store_true", help="list the live nodes")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
         parser.add_argument(
             "--watch",
-            type=float,
+            type=number_in(MIN_WATCH_SECONDS, MAX_WATCH_SECONDS),
             nargs="?",
             const=2.0,
             metavar="SECONDS",
-            help="refresh in place every SECONDS (default 2) until Ctrl-C",
+            help=f"refresh in place every SECONDS (default 2, from {MIN_WATCH_SECONDS:g} to "
+            f"{MAX_WATCH_SECONDS:g}) until Ctrl-C",
         )
         parser.add_argument("--layer", default="default", help="the CHANNEL_LAYERS alias")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if not 1 <= options["limit"] <= 1000:
-            raise CommandError("--limit must be between 1 and 1000")
+        if options["match"]:
+            try:  # refused before anything goes to Redis
+                compile_glob(options["match"])
+            except ValueError as exc:
+                raise CommandError(f"--match: {one_line(exc)}") from None
         try:
             registry = get_registry(options["layer"])
         except ValueError as exc:
-            raise CommandError(str(exc)) from None
+            raise CommandError(one_line(exc)) from None
         if options["watch"] is None:
             self.stdout.write(self._render(registry, options))
             return
@@ -78,10 +92,10 @@ class Command(OneLineErrorsCommand):
             if options["room"]:
                 return self._members(registry, options["room"], options["json"])
             return self._rooms(registry, options)
-        except TypeError as exc:  # an invalid room name
-            raise CommandError(str(exc)) from None
+        except (TypeError, ValueError) as exc:  # an invalid room name
+            raise CommandError(one_line(exc)) from None
         except RedisUnavailable as exc:
-            raise CommandError(str(exc).splitlines()[0]) from None
+            raise CommandError(one_line(exc)) from None
 
     def _rooms(self, registry: SyncRegistry, options: dict[str, Any]) -> str:
         page = registry.rooms(options["match"], options["sort"], 0, options["limit"])
