@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass, replace
 from typing import Any
 
-from channels.layers import BaseChannelLayer
 from django import forms
 from django.http import QueryDict
 from django.utils.http import urlencode
 
 from .emitter import emitter_settings
-from .registry import Order
+from .globs import MAX_GLOB_LENGTH, compile_glob
+from .registry import MAX_OFFSET, Order
+from .validation import (
+    MAX_NAME_LENGTH,
+    MAX_TYPE_LENGTH,
+    loads_object,
+    require_valid_channel_name,
+    require_valid_message_type,
+)
 
 __all__ = ["MemberForm", "RoomQuery", "SendMessageForm"]
 
-_names = BaseChannelLayer()  # name validation only
-# A Channels message type names a consumer method ("chat.message" -> chat_message);
-# Channels refuses types starting with "_".
-_TYPE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.]*")
 _GLOB_CHARS = frozenset("*?[")
 
 
@@ -35,11 +36,11 @@ class RoomQuery:
     @classmethod
     def from_get(cls, params: QueryDict) -> RoomQuery:
         order: Order = "size" if params.get("o") == "size" else "name"
-        try:
-            offset = max(0, int(params.get("offset", 0)))
-        except ValueError:
-            offset = 0
-        return cls(params.get("q", "").strip(), order, offset)
+        raw_offset = params.get("offset", "0")
+        offset = int(raw_offset) if raw_offset.isascii() and raw_offset.isdigit() else 0
+        # A search longer than any glob is refused by pattern_error; keep it short in URLs.
+        q = params.get("q", "").strip()[: MAX_GLOB_LENGTH + 1]
+        return cls(q, order, min(offset, MAX_OFFSET))
 
     @property
     def pattern(self) -> str | None:
@@ -47,6 +48,17 @@ class RoomQuery:
         if not self.q:
             return None
         return self.q if _GLOB_CHARS & set(self.q) else f"*{self.q}*"
+
+    @property
+    def pattern_error(self) -> str | None:
+        """Why :attr:`pattern` is refused (malformed, too long...), or None if it is fine."""
+        if self.pattern is None:
+            return None
+        try:
+            compile_glob(self.pattern)
+        except ValueError as exc:
+            return str(exc)
+        return None
 
     def url(self, **changes: Any) -> str:
         """This query string with some values changed (``offset=0`` on a new order)."""
@@ -59,7 +71,11 @@ class RoomQuery:
 class SendMessageForm(forms.Form):
     """A message for a room: a type and a text, or a JSON object sent as it is."""
 
-    type = forms.CharField(max_length=100, help_text="The handler it reaches: a.b calls a_b().")
+    type = forms.CharField(
+        max_length=MAX_TYPE_LENGTH,
+        strip=False,  # "chat.message\n" is refused, not quietly changed
+        help_text="The handler it reaches: a.b calls a_b().",
+    )
     text = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
     body = forms.CharField(
         required=False,
@@ -74,29 +90,33 @@ class SendMessageForm(forms.Form):
         self.fields["type"].initial = emitter_settings()["DEFAULT_TYPE"]
 
     def clean_type(self) -> str:
-        value: str = self.cleaned_data["type"].strip()
-        if not _TYPE_RE.fullmatch(value):
-            raise forms.ValidationError("Use letters, digits, '.' and '_', starting with a letter.")
-        return value
+        value: str = self.cleaned_data["type"]
+        try:  # the admin never sends protocol types (websocket.*, http.*, lifespan.*)
+            return require_valid_message_type(value)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
 
     def clean_body(self) -> dict[str, Any] | None:
         raw = self.cleaned_data["body"].strip()
         if not raw:
             return None
         try:
-            body = json.loads(raw)
-        except ValueError as exc:
-            raise forms.ValidationError(f"Not valid JSON: {exc}") from None
-        if not isinstance(body, dict):
-            raise forms.ValidationError("The JSON body must be an object ({...}).")
-        return body
+            return loads_object(raw)
+        except (TypeError, ValueError) as exc:
+            raise forms.ValidationError(f"The JSON body {exc}.") from None
 
     def clean(self) -> dict[str, Any] | None:
         data = super().clean() or {}
-        if data.get("text") and data.get("body") is not None:
+        body = data.get("body")
+        if data.get("text") and body is not None:
             raise forms.ValidationError("Give a text or a JSON body, not both.")
-        if not data.get("text") and data.get("body") is None and not self.errors:
+        if not data.get("text") and body is None and not self.errors:
             raise forms.ValidationError("Give a text or a JSON body.")
+        if body is not None and "type" in body:  # the body's own type is sent as it is
+            try:
+                require_valid_message_type(body["type"])
+            except ValueError as exc:
+                self.add_error("body", f'Its "type": {exc}')
         return data
 
     def message(self) -> dict[str, Any]:
@@ -110,12 +130,10 @@ class SendMessageForm(forms.Form):
 class MemberForm(forms.Form):
     """The channel a member action is about."""
 
-    channel = forms.CharField(max_length=200)
+    channel = forms.CharField(max_length=MAX_NAME_LENGTH, strip=False)
 
     def clean_channel(self) -> str:
-        channel: str = self.cleaned_data["channel"]
         try:
-            _names.require_valid_channel_name(channel)
+            return require_valid_channel_name(self.cleaned_data["channel"])
         except TypeError as exc:
             raise forms.ValidationError(str(exc)) from None
-        return channel

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from channels.layers import BaseChannelLayer
 from django.contrib import messages
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
@@ -28,6 +27,7 @@ from .admin_forms import MemberForm, RoomQuery, SendMessageForm
 from .exceptions import MessageTooLarge, RedisUnavailable
 from .models import Node, Room
 from .registry import ChannelInfo, Member, RoomPage, SyncRegistry, get_registry
+from .validation import is_valid_group_name
 
 if TYPE_CHECKING:
     from .admin import RegistryAdmin
@@ -38,7 +38,6 @@ MEMBERS_SHOWN = 1000
 #: call examines up to ``registry.SCAN_BUDGET`` (20 000) room names.
 SEARCH_CALLS = 5
 _SHOWN_KEYS = ("name", "user", "user_id", "node")
-_names = BaseChannelLayer()  # name validation only
 
 
 @dataclass(frozen=True)
@@ -87,10 +86,8 @@ def _require(allowed: bool) -> None:
 
 def _room_name(object_id: str) -> str:
     name = unquote(object_id)
-    try:
-        _names.require_valid_group_name(name)
-    except TypeError:
-        raise Http404(f"{name!r} is not a valid room name") from None
+    if not is_valid_group_name(name):
+        raise Http404(f"{name!r:.60} is not a valid room name")
     return name
 
 
@@ -103,6 +100,9 @@ def room_list(request: HttpRequest, model_admin: RegistryAdmin) -> HttpResponse:
     query = RoomQuery.from_get(request.GET)
     per_page = model_admin.list_per_page
     context: dict[str, Any] = {"title": "Rooms", "query": query}
+    if query.pattern_error:  # refused before anything goes to Redis
+        context["pattern_error"] = query.pattern_error
+        return _render(request, model_admin, "room_list.html", context)
     try:
         page = _find_rooms(_registry(model_admin), query, per_page)
     except RedisUnavailable as exc:

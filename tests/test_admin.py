@@ -19,9 +19,12 @@ from django.contrib.admin.utils import quote
 from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
+from hypothesis import given
+from hypothesis import strategies as st
 
 from broadcast_layer import admin_views, registry
 from broadcast_layer.models import Room
+from broadcast_layer.validation import require_valid_message_type
 
 from .conftest import nothing_arrives, within
 
@@ -214,15 +217,18 @@ async def test_a_search_goes_on_through_the_index_to_fill_its_pages(login, layer
             *(layer.group_add(room, channel) for room in rooms[start : start + 50])
         )
     client = await asyncio.to_thread(login, "viewer")
-    monkeypatch.setattr(registry, "SCAN_BUDGET", 100)  # a call examines a few hundred names
+    monkeypatch.setattr(registry, "SCAN_BUDGET", 200)  # 5 calls: a page examines 1000 names
     matches = rooms[900:]
-    assert await walk(client, ROOMS + "?q=room-09*") == [matches[:50], matches[50:]]
+    # No literal start, so the search reads the index from its beginning.
+    assert await walk(client, ROOMS + "?q=*-09*") == [matches[:50], matches[50:]]
     monkeypatch.setattr(admin_views, "SEARCH_CALLS", 1)
-    pages = await walk(client, ROOMS + "?q=room-09*")
+    pages = await walk(client, ROOMS + "?q=*-09*")
     assert pages[0] == []
     assert [name for page in pages for name in page] == matches
-    first = await get(client, ROOMS, q="room-09*")
-    assert "No room matching room-09* so far; the next page searches further." in text(first)
+    first = await get(client, ROOMS, q="*-09*")
+    assert "No room matching *-09* so far; the next page searches further." in text(first)
+    # With a literal start, the search begins where that start sorts in the index.
+    assert await walk(client, ROOMS + "?q=room-09*") == [matches[:50], matches[50:]]
 
 
 async def test_rooms_list_pages_through_1500_rooms_by_name_and_by_size(login, layer):
@@ -270,12 +276,29 @@ async def test_rooms_search_by_glob_or_by_a_word(login, layer):
     assert (await get(client, ROOMS, q="chat*", offset=1)).context["previous_url"] is None
 
 
+@pytest.mark.parametrize(
+    ("q", "error"),
+    [("room[", "never closed"), ("bad name", "can never be in a room name"),
+     ("?" * 33, "more than 32 wildcards"), ("x" * 300, "longer than 200")],
+)  # fmt: skip
+def test_a_malformed_search_is_explained_and_not_sent_to_redis(login, q, error):
+    page = login("viewer").get(ROOMS, {"q": q})
+    assert page.status_code == 200
+    assert error in page.context["pattern_error"]
+    assert 'id="pattern-error"' in text(page)
+    assert "page" not in page.context  # the registry was not asked
+
+
 def test_bad_query_values_fall_back_to_the_defaults(login):
     page = login("viewer").get(ROOMS, {"o": "nonsense", "offset": "-3"})
     assert page.status_code == 200
     assert page.context["query"].order == "name"
     assert page.context["query"].offset == 0
     assert login("viewer").get(ROOMS, {"offset": "x"}).status_code == 200
+    huge = login("viewer").get(ROOMS, {"offset": "9" * 40, "q": "a*"})
+    assert huge.status_code == 200
+    assert huge.context["query"].offset == registry.MAX_OFFSET
+    assert login("viewer").get(ROOMS, {"offset": "٣"}).status_code == 200  # not an ASCII digit
 
 
 # -- a room ---------------------------------------------------------------------------------
@@ -339,11 +362,18 @@ async def test_send_a_json_body(login, layer):
     [
         ({"type": "t", "text": ""}, "Give a text or a JSON body."),
         ({"type": "t", "text": "x", "body": "{}"}, "Give a text or a JSON body, not both."),
-        ({"type": "t", "body": "{nope"}, "Not valid JSON"),
-        ({"type": "t", "body": "[1]"}, "The JSON body must be an object"),
+        ({"type": "t", "body": "{nope"}, "The JSON body is not valid JSON"),
+        ({"type": "t", "body": "[1]"}, "The JSON body must be a JSON object"),
         ({"type": "_private", "text": "x"}, "starting with a letter"),
         ({"type": "", "text": "x"}, "This field is required."),
         ({"type": "t", "text": "x" * 200_000}, "max_message_size"),
+        ({"type": "bad!type", "text": "x"}, "is not a handler name"),
+        ({"type": "chat.message\n", "text": "x"}, "is not a handler name"),
+        ({"type": "websocket.receive", "text": "x"}, "is an ASGI protocol type"),
+        ({"type": "t", "body": '{"type": "http.request"}'}, "is an ASGI protocol type"),
+        ({"type": "t", "body": '{"type": 5}'}, "must be a string"),
+        ({"type": "t", "body": "[" * 5000 + "]" * 5000}, "nests containers more than 32 deep"),
+        ({"type": "t", "body": '{"x": ' + "[" * 40 + "]" * 40 + "}"}, "more than 32 deep"),
     ],
 )
 async def test_bad_messages_are_refused_in_the_form_and_nothing_is_sent(login, layer, data, error):
@@ -395,6 +425,7 @@ async def test_disconnect_of_a_channel_whose_node_is_gone_or_of_a_bad_channel(lo
         (channel, f"{channel}'s node is not running; nothing to do."),
         ("jobs", "Could not disconnect jobs: 'jobs' is not a process-specific channel"),
         ("bad name", "Invalid channel:"),
+        (channel + "\n", "Invalid channel:"),
     ]
     for posted, expected in cases:
         await post(client, room_url("lobby", "disconnect"), {"channel": posted})
@@ -473,3 +504,77 @@ def test_redis_unreachable_is_an_error_inside_the_admin_page(settings, login):
         (message,) = shown_messages(response)
         assert message.startswith(f"Could not {action} specific.a!b: Redis")
     assert history() == []
+
+
+# -- fuzzing the forms ------------------------------------------------------------------------
+
+FUZZ_TEXT = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc")) | st.sampled_from("\n\t*?[]!{}:"),
+    max_size=30,
+)
+TYPES = st.one_of(
+    st.sampled_from(["chat.message", "t", "bad!type", "websocket.receive", "http.x", "_x",
+                     "a..b", "chat.message\n", " chat.message", "x" * 101]),
+    FUZZ_TEXT,
+)  # fmt: skip
+BODIES = st.one_of(
+    st.sampled_from(["", "{}", '{"n": 1}', "{", "[1]", "null", '{"type": "bad!type"}',
+                     '{"type": "websocket.connect"}', '{"type": null}', "[" * 3000 + "]" * 3000,
+                     '{"x": ' + "[" * 40 + "]" * 40 + "}", '{"n": 1e999}',
+                     '{"n": ' + "9" * 5000 + "}"]),
+    FUZZ_TEXT,
+)  # fmt: skip
+ACTIONS = st.one_of(
+    st.fixed_dictionaries({"type": TYPES, "text": FUZZ_TEXT, "body": BODIES}).map(
+        lambda data: ("send", "lobby", data)
+    ),
+    st.tuples(st.sampled_from(["remove", "disconnect"]), st.just("lobby"),
+              st.fixed_dictionaries({"channel": FUZZ_TEXT | st.sampled_from(["x!y", "jobs"])})),
+    st.tuples(st.just("room"), FUZZ_TEXT, st.just({})),
+    st.tuples(st.just("search"), st.just(""),
+              st.fixed_dictionaries({"q": FUZZ_TEXT, "o": FUZZ_TEXT, "offset": FUZZ_TEXT})),
+)  # fmt: skip
+
+
+@pytest.fixture
+async def fuzz_target(login, layer):
+    """A member in "lobby" and a logged-in operator, shared by every generated example."""
+    channel = await member_of(layer, "lobby", name="Ann")
+    client = await asyncio.to_thread(login, "operator")
+    return layer, channel, client
+
+
+async def snapshot(layer) -> tuple[Any, ...]:
+    rooms = await layer.registry.rooms(limit=1000)
+    return rooms.rooms, tuple(await layer.registry.members("lobby"))
+
+
+@given(actions=st.lists(ACTIONS, min_size=1, max_size=4))
+async def test_no_generated_form_gets_a_500_or_changes_the_registry(fuzz_target, actions):
+    layer, channel, client = fuzz_target
+    before = await snapshot(layer)
+    accepted = []
+    for kind, room, data in actions:
+        if kind == "send":
+            response = await post(client, room_url(room), data)
+            assert response.status_code in (200, 302), data
+            if response.status_code == 302:
+                accepted.append(data)
+        elif kind in ("remove", "disconnect"):
+            response = await post(client, room_url(room, kind), data)
+            assert response.status_code == 302, data
+        elif kind == "room":
+            response = await get(client, ROOMS + quote(room) + "/")
+            assert response.status_code in (200, 404), room
+        else:
+            response = await get(client, ROOMS, **data)
+            assert response.status_code == 200, data
+        assert await snapshot(layer) == before, (kind, data)
+    # What the form let through reached the member, with a type a consumer can handle.
+    await layer.group_send("lobby", {"type": "end"})
+    received = []
+    while (message := await within(layer.receive(channel)))["type"] != "end":
+        received.append(message)
+    assert len(received) == len(accepted)
+    for message in received:
+        assert require_valid_message_type(message["type"]) == message["type"]
