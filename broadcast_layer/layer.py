@@ -270,9 +270,12 @@ class BroadcastChannelLayer(BaseChannelLayer):
 
         Shown with the channel in ``registry.members()``; replaced by each call.
         Returns False when the registry does not know the channel (nothing recorded).
-        Raises ``TypeError``/``ValueError`` for an invalid channel or metadata.
+        Raises ``TypeError``/``ValueError`` for an invalid channel or metadata (nested
+        deeper than ``validation.MAX_NESTING``: ``MessageTooDeep``).
         """
         self.require_valid_channel_name(channel)
+        if isinstance(metadata, dict):
+            require_shallow(metadata)
         async with _redis_errors:
             return await self._node().set_metadata(channel, metadata)
 

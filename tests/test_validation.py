@@ -223,6 +223,13 @@ async def test_a_deep_message_is_refused_and_other_traffic_flows(nodes):
     await nothing_arrives(receiver, channel)
 
 
+async def test_deep_metadata_is_refused_before_json_recurses(layer):
+    channel = await layer.new_channel()
+    with pytest.raises(MessageTooDeep):
+        await layer.set_channel_metadata(channel, nest(100_000))
+    assert await layer.set_channel_metadata(channel, nest(MAX_NESTING)) is True
+
+
 def test_json_bodies_deeper_than_python_can_parse_are_too_deep():
     with pytest.raises(MessageTooDeep):
         loads_object("[" * 100_000 + "]" * 100_000)
