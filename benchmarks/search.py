@@ -1,0 +1,97 @@
+"""``python -m benchmarks.search``: what a room search costs inside Redis.
+
+Starts a private redis-server, fills the registry's room indexes directly, and runs
+``SyncRegistry.rooms()`` searches. Each figure is Redis's own time per ROOMS call
+(``INFO commandstats``, usec per EVALSHA), so the client and the network are left out.
+For comparison it also times the Lua-pattern translation used before the linear
+matcher (``*`` -> ``.*``) on patterns with 3 and 4 stars: each star multiplies the time
+by about the name's length, so 8 stars would run for days.
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from broadcast_layer.embedded import EmbeddedRedis
+from broadcast_layer.keys import Keys
+from broadcast_layer.layer import BroadcastChannelLayer
+from broadcast_layer.registry import SyncRegistry
+
+HOSTILE = "*a*a*a*a*a*a*a*a*b"
+# The translation of a glob the registry used before: one Lua '.*' per '*'.
+OLD_MATCH = """
+local names = redis.call('ZRANGE', KEYS[1], 0, -1)
+local found = 0
+for _, name in ipairs(names) do
+  if string.find(name, ARGV[1]) then found = found + 1 end
+end
+return found
+"""
+
+
+def fill(client: redis.Redis, keys: Keys, names: list[str]) -> None:
+    client.delete(keys.rooms_by_name, keys.rooms_by_size)
+    for start in range(0, len(names), 10_000):
+        chunk = names[start : start + 10_000]
+        client.zadd(keys.rooms_by_name, dict.fromkeys(chunk, 0))
+        client.zadd(keys.rooms_by_size, dict.fromkeys(chunk, 1))
+
+
+def usec_per_call(client: redis.Redis, run: object) -> tuple[float, int]:
+    """Redis's time per EVALSHA while ``run()`` pages through a whole search, and the calls."""
+    client.config_resetstat()
+    run()  # type: ignore[operator]
+    stats = client.info("commandstats").get("cmdstat_evalsha", {"usec": 0, "calls": 1})
+    return stats["usec"] / stats["calls"], stats["calls"]
+
+
+def every_page(registry: SyncRegistry, pattern: str) -> int:
+    found, offset = 0, 0
+    while offset is not None:
+        page = registry.rooms(pattern, "name", offset, 50)
+        found += len(page.rooms)
+        offset = page.next_offset
+    return found
+
+
+def main() -> None:
+    with EmbeddedRedis() as server:
+        client = redis.Redis.from_url(server.url, socket_timeout=600)
+        layer = BroadcastChannelLayer(hosts=[server.url], prefix="bench")
+        registry, keys = layer.sync_registry, Keys("bench")
+        registry.rooms()  # loads the script
+
+        rows = []
+        fill(client, keys, ["a" * 36 + f"{i:04d}" for i in range(200)])
+        for pattern in (HOSTILE, "*a*a*a*a*a*a*a*a*1*"):
+            per_call, calls = usec_per_call(client, lambda p=pattern: every_page(registry, p))
+            rows.append((f"`{pattern}`, 200 rooms of 40 characters", per_call, calls))
+        for old in ("^.*a.*a.*a.*b$", "^.*a.*a.*a.*a.*b$"):
+            start = time.perf_counter()
+            client.eval(OLD_MATCH, 1, keys.rooms_by_name, old)
+            before = (time.perf_counter() - start) * 1e6
+            rows.append((f"before: Lua pattern `{old}`, same rooms", before, 1))
+
+        fill(client, keys, ["a" * 60 + f"b{i:03d}" for i in range(1000)])
+        worst = "*" + "?a" * 15 + "?b*"  # passes the literal checks, backtracks at every start
+        per_call, calls = usec_per_call(client, lambda: every_page(registry, worst))
+        rows.append((f"`{worst}`, 1,000 rooms of 64 characters", per_call, calls))
+
+        names = [f"room-{i:06d}" for i in range(100_000)] + [f"chat.{i}" for i in range(20)]
+        fill(client, keys, names)
+        for pattern in ("chat.*", "*chat*", "*help*", "room-0999*"):
+            per_call, calls = usec_per_call(client, lambda p=pattern: every_page(registry, p))
+            rows.append((f"`{pattern}`, 100,020 rooms (whole search)", per_call, calls))
+        registry.close()
+        client.close()
+
+    print("| search | Redis time per call | calls |")
+    print("|---|---|---|")
+    for label, per_call, calls in rows:
+        print(f"| {label} | {per_call / 1000:.2f} ms | {calls} |")
+
+
+if __name__ == "__main__":
+    main()
