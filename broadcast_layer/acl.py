@@ -49,6 +49,7 @@ COMMANDS: dict[str, str] = {
     "zcard": "registry: room count",
     "zcount": "registry: room size within group_expiry",
     "zrange": "registry: rooms by name",
+    "zlexcount": "registry: the range of a room search's literal start in rooms by name",
     "zrevrange": "registry: rooms by size",
     "zrangebyscore": "registry: members, live and dead nodes",
 }
