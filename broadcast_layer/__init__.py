@@ -11,6 +11,7 @@ from .exceptions import (
     InvalidPattern,
     MessageTooDeep,
     MessageTooLarge,
+    PoolExhausted,
     RedisUnavailable,
 )
 
@@ -27,6 +28,7 @@ __all__ = [
     "InvalidPattern",
     "MessageTooDeep",
     "MessageTooLarge",
+    "PoolExhausted",
     "RedisUnavailable",
     "__version__",
 ]

@@ -11,6 +11,7 @@ from typing import Any
 from channels_redis.utils import decode_hosts
 
 from .exceptions import ConfigurationError
+from .retry import DEFAULT_BACKOFF, Backoff
 
 DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
 #: ``CONFIG["prefix"]`` is 1 to this many characters from PREFIX_CHARACTERS.
@@ -38,7 +39,7 @@ class LayerConfig:
     subscribe_timeout: float = 10.0
     heartbeat_interval: float = 5.0
     node_ttl: float = 15.0
-    reconnect_backoff: tuple[float, float] = field(default=(0.05, 2.0))
+    reconnect_backoff: Backoff = field(default=DEFAULT_BACKOFF)
 
     def capacity_for(self, channel: str) -> int:
         """The capacity of ``channel``: the first matching pattern's, else the default."""

@@ -1,9 +1,14 @@
 """Redis connections for one host on one event loop: a command client and a pub/sub reader.
 
+Command connections are *guarded* (:func:`guard_pool`): a command is never written
+on a connection the server has already closed (the connection reconnects first), and
+a failure to connect is a :class:`~broadcast_layer.retry.NotSent`, so the retry
+policy in ``retry.py`` knows the command can be sent again safely.
+
 The :class:`Subscriber` owns one dedicated connection and one reader task that
 blocks on the socket. It keeps Redis's subscriptions equal to a wanted set,
 tells callers when a SUBSCRIBE is acknowledged, and after a dropped connection
-reconnects with exponential backoff and subscribes to everything wanted again.
+reconnects with backoff and subscribes to everything wanted again.
 """
 
 from __future__ import annotations
@@ -11,42 +16,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import logging
 import math
+import select
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import redis
+import redis.connection
 import redis.sentinel
 from channels_redis.utils import create_pool
 from redis import asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection as AsyncAbstractConnection
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
+from redis.exceptions import AuthenticationError, AuthorizationError, NoScriptError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry as SyncRetry
 
+from . import retry
 from .exceptions import RedisUnavailable
+from .retry import CONNECTION_ERRORS, NotSent, Retrying, raise_if_cancelled
 from .scripts import Call
 
 T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
-#: redis-py errors that mean "the connection is gone": reconnect, don't crash.
-CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
-
 MessageHandler = Callable[[bytes, bytes], None]
-
-
-def raise_if_cancelled() -> None:
-    """Re-raise a cancellation that redis-py turned into an error or swallowed.
-
-    Some redis-py versions convert a CancelledError that lands mid-command into a
-    ConnectionError (or drop it); a retry loop must not outlive its cancellation.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
+_NOT_RETRYABLE = (AuthenticationError, AuthorizationError, NotSent)
 
 
 _REDIS_SOCKET_TIMEOUT: float | None
@@ -65,9 +66,118 @@ def blocking_timeout(client: aioredis.Redis, longest: float = 5.0) -> float:
     return max(0.05, min(longest, float(socket_timeout) / 2))
 
 
+def _readiness_check(fd: int) -> Callable[[], bool]:
+    """A check, without waiting, for unread data or EOF in the kernel for socket ``fd``."""
+    if hasattr(select, "poll"):  # select() cannot take descriptors above FD_SETSIZE
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return lambda: bool(poller.poll(0))
+    return lambda: bool(select.select([fd], [], [], 0)[0])  # pragma: no cover - Windows
+
+
+class _AsyncGuard(AsyncAbstractConnection):
+    """Mixin for asyncio command connections: never write on a dead idle connection."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # redis-py's Retry resends a command after any connection error, even when Redis
+        # already ran it: a PUBLISH could arrive twice. Retries belong to retry.py.
+        self.retry = AsyncRetry(NoBackoff(), 0)
+        self._handshaking = False
+        self._checked_writer: Any = None  # the socket _readable was made for
+        self._readable: Callable[[], bool] = bool
+
+    async def connect(self) -> None:
+        self._handshaking = True  # the handshake sends several commands before reading
+        try:
+            await super().connect()  # type: ignore[no-untyped-call]
+        except _NOT_RETRYABLE:
+            raise
+        except CONNECTION_ERRORS as exc:
+            raise NotSent(f"Could not connect to Redis: {exc}") from exc
+        finally:
+            self._handshaking = False
+
+    def _closed_by_peer(self) -> bool:
+        """Whether the server closed this idle connection (or it holds stray data).
+
+        redis-py's own check before handing out a pooled connection is skipped in
+        redis-py 8 when maintenance notifications are on (the default with RESP3), and
+        it only sees an EOF the event loop has already read; a FIN still in the kernel
+        is found by polling the socket (one syscall). Reads redis-py's private
+        ``_reader``/``_writer``: it has no public accessor for them.
+        """
+        reader, writer = getattr(self, "_reader", None), getattr(self, "_writer", None)
+        if reader is None or writer is None:
+            return False
+        if reader.at_eof() or writer.transport.is_closing():
+            return True
+        if writer is not self._checked_writer:  # connected anew since the last check
+            sock = writer.transport.get_extra_info("socket")
+            self._readable = _readiness_check(sock.fileno()) if sock is not None else bool
+            self._checked_writer = writer
+        return self._readable()
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if self.is_connected and not self._handshaking and self._closed_by_peer():
+            logger.debug("Pooled connection closed by the server while idle; reconnecting")
+            await self.disconnect(nowait=True)
+        if not self.is_connected:
+            await self.connect()
+        if check_health:
+            try:
+                await self.check_health()  # type: ignore[no-untyped-call]
+            except _NOT_RETRYABLE:
+                raise
+            except CONNECTION_ERRORS as exc:
+                raise NotSent(f"Health check before the command failed: {exc}") from exc
+        await super().send_packed_command(command, check_health=False)
+
+
+class _SyncGuard(redis.connection.AbstractConnection):
+    """Mixin for blocking command connections: connection failures before sending are NotSent.
+
+    redis-py's blocking pool already reconnects a pooled connection the server closed
+    (its ``can_read()`` raises on EOF before the command is written).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.retry = SyncRetry(NoBackoff(), 0)  # see _AsyncGuard
+
+    def connect(self) -> None:
+        try:
+            super().connect()  # type: ignore[no-untyped-call]
+        except _NOT_RETRYABLE:
+            raise
+        except CONNECTION_ERRORS as exc:
+            raise NotSent(f"Could not connect to Redis: {exc}") from exc
+
+    def check_health(self) -> None:
+        try:
+            super().check_health()  # type: ignore[no-untyped-call]
+        except _NOT_RETRYABLE:
+            raise
+        except CONNECTION_ERRORS as exc:
+            raise NotSent(f"Health check before the command failed: {exc}") from exc
+
+
+@functools.cache
+def _guarded(cls: type, mixin: type) -> type:
+    return type(f"Guarded{cls.__name__}", (mixin, cls), {})
+
+
+def guard_pool(pool: Any) -> Any:
+    """Make ``pool`` (asyncio or blocking) hand out guarded command connections."""
+    mixin = _AsyncGuard if isinstance(pool, aioredis.ConnectionPool) else _SyncGuard
+    if not issubclass(pool.connection_class, mixin):
+        pool.connection_class = _guarded(pool.connection_class, mixin)
+    return pool
+
+
 def make_client(host: dict[str, Any]) -> aioredis.Redis:
-    """A redis-py asyncio client for one ``hosts`` entry (URL, dict or Sentinel)."""
-    return aioredis.Redis(connection_pool=create_pool(host))
+    """A redis-py asyncio client for one ``hosts`` entry (URL, dict or Sentinel), guarded."""
+    return aioredis.Redis(connection_pool=guard_pool(create_pool(host)))
 
 
 async def close_pool(pool: Any) -> None:
@@ -85,16 +195,19 @@ async def close_client(client: aioredis.Redis) -> None:
 
 
 def make_sync_client(host: dict[str, Any]) -> redis.Redis:
-    """A redis-py synchronous client for one ``hosts`` entry (URL, dict or Sentinel)."""
+    """A redis-py synchronous client for one ``hosts`` entry (URL, dict or Sentinel), guarded."""
     host = dict(host)
     if "address" in host:
-        return redis.Redis.from_url(host.pop("address"), **host)
-    if "master_name" in host:
+        client = redis.Redis.from_url(host.pop("address"), **host)
+    elif "master_name" in host:
         sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
             host.pop("sentinels"), sentinel_kwargs=host.pop("sentinel_kwargs", None)
         )
-        return sentinel.master_for(host.pop("master_name"), **host)  # type: ignore[no-untyped-call]
-    return redis.Redis(**host)
+        client = sentinel.master_for(host.pop("master_name"), **host)  # type: ignore[no-untyped-call]
+    else:
+        client = redis.Redis(**host)
+    guard_pool(client.connection_pool)
+    return client
 
 
 @contextlib.contextmanager
@@ -103,7 +216,7 @@ def sync_redis_errors() -> Iterator[None]:
     try:
         yield
     except (RedisConnectionError, RedisTimeoutError) as exc:
-        raise RedisUnavailable(f"Redis is unreachable: {exc}") from exc
+        raise retry.unavailable(exc) from exc
 
 
 class SyncHost:
@@ -114,12 +227,25 @@ class SyncHost:
         self._scripts: dict[str, Any] = {}
 
     def run(self, call: Call[T]) -> T:
-        """Run one script call; connection errors become :class:`RedisUnavailable`."""
+        """Run one script call, retried as retry.py allows; errors become RedisUnavailable."""
         script = self._scripts.get(call.script)
         if script is None:
             script = self._scripts[call.script] = self.client.register_script(call.script)
+        run = functools.partial(script, keys=list(call.keys), args=list(call.args))
         with sync_redis_errors():
-            return call.parse(script(keys=list(call.keys), args=list(call.args)))
+            reply = retry.call_sync(run, idempotent=call.idempotent, what="EVALSHA")
+        return call.parse(reply)
+
+    def publish(self, channel: str, data: bytes) -> int:
+        """PUBLISH (retried only when it was not sent); return how many subscribers got it."""
+        with sync_redis_errors():
+            return int(
+                retry.call_sync(
+                    functools.partial(self.client.publish, channel, data),
+                    idempotent=False,
+                    what="PUBLISH",
+                )
+            )
 
     def close(self) -> None:
         """Close the client's connections."""
@@ -148,7 +274,7 @@ class Subscriber:
         self,
         host: dict[str, Any],
         on_message: MessageHandler,
-        backoff: tuple[float, float] = (0.05, 2.0),
+        backoff: retry.Backoff = retry.DEFAULT_BACKOFF,
     ) -> None:
         self._pool = create_pool(host)
         self._on_message = on_message
@@ -236,21 +362,21 @@ class Subscriber:
                 logger.debug("pub/sub write failed; the reader reconnects")
 
     async def _run(self) -> None:
-        delay = self._backoff[0]
+        retrying = Retrying(self._backoff)
         while self.state is not State.CLOSED:  # not only cancellation: see Node._release_loop
             try:
                 await self._connect()
-                delay = self._backoff[0]
+                retrying.reset()
                 await self._read_forever()
             except Exception as exc:  # any failure: reconnect rather than lose every group
                 raise_if_cancelled()
                 self.state = State.CONNECTING
                 self.reconnects += 1
+                delay = retrying.next_delay()
                 log = logger.warning if isinstance(exc, CONNECTION_ERRORS) else logger.exception
                 log("Redis pub/sub connection lost (%s); retrying in %.2fs", exc, delay)
                 await self._disconnect()
                 await asyncio.sleep(delay)  # backoff between reconnects, not a poll
-                delay = min(delay * 2, self._backoff[1])
 
     async def _connect(self) -> None:
         async with self._lock:
@@ -299,6 +425,17 @@ class Subscriber:
             with contextlib.suppress(*CONNECTION_ERRORS):
                 await conn.disconnect()
 
+    async def close_if_unused(self) -> None:
+        """Close the connection when no channel is wanted; the next :meth:`want` reopens it."""
+        if self._wanted or self._task is None or self.state is State.CLOSED:
+            return
+        task, self._task = self._task, None
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await self._disconnect()
+        self.state = State.IDLE
+
     async def close(self) -> None:
         """Stop the reader, close the connection and the pool (idempotent)."""
         self.state = State.CLOSED
@@ -324,7 +461,7 @@ class Host:
     """
 
     def __init__(
-        self, spec: dict[str, Any], on_message: MessageHandler, backoff: tuple[float, float]
+        self, spec: dict[str, Any], on_message: MessageHandler, backoff: retry.Backoff
     ) -> None:
         self.client = make_client(spec)
         self.subscriber = Subscriber(spec, on_message, backoff)
@@ -345,20 +482,31 @@ class Host:
         return script
 
     async def run(self, call: Call[T]) -> T:
-        """Run one script call now."""
-        reply = await self._script(call.script)(keys=list(call.keys), args=list(call.args))
+        """Run one script call now, retried as retry.py allows (``call.idempotent``)."""
+        run = functools.partial(
+            self._script(call.script), keys=list(call.keys), args=list(call.args)
+        )
+        reply = await retry.call(run, idempotent=call.idempotent, what="EVALSHA")
         return call.parse(reply)
 
+    async def _load(self, source: str) -> None:
+        load = functools.partial(self.client.script_load, source)
+        await retry.call(load, idempotent=True, what="SCRIPT LOAD")
+
     async def run_all(self, calls: list[Call[Any]]) -> list[Any]:
-        """Run calls in one pipeline (one round trip); a failed call's entry is its exception."""
+        """Run calls in one pipeline (one round trip); a failed call's entry is its exception.
+
+        The pipeline is retried after a connection error only when every call in it is
+        idempotent, or when it was not sent at all.
+        """
         for source in {call.script for call in calls} - self._loaded:
-            await self.client.script_load(source)  # once per script, so a batch never
+            await self._load(source)  # once per script, so a batch never
             self._loaded.add(source)  # half-fails on a script Redis has not seen yet
         replies = await self._pipeline(calls)
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:  # Redis lost its scripts (a restart): load them, retry those calls
             for source in {calls[i].script for i in missing}:
-                await self.client.script_load(source)
+                await self._load(source)
             for i, reply in zip(missing, await self._pipeline([calls[i] for i in missing]),
                                 strict=True):  # fmt: skip
                 replies[i] = reply
@@ -374,6 +522,11 @@ class Host:
         return results
 
     async def _pipeline(self, calls: list[Call[Any]]) -> list[Any]:
+        idempotent = all(call.idempotent for call in calls)
+        run = functools.partial(self._pipeline_once, calls)
+        return await retry.call(run, idempotent=idempotent, what="pipeline")
+
+    async def _pipeline_once(self, calls: list[Call[Any]]) -> list[Any]:
         # EVALSHA directly: redis-py's script objects would add a SCRIPT EXISTS round trip.
         async with self.client.pipeline(transaction=False) as pipe:
             for call in calls:
@@ -395,7 +548,8 @@ class Host:
             return await future
         self._publishing = True
         try:
-            return int(await self.client.publish(channel, data))
+            send = functools.partial(self.client.publish, channel, data)
+            return int(await retry.call(send, idempotent=False, what="PUBLISH"))
         finally:
             if self._publish_queue and not self._closed:
                 self._publish_flusher = asyncio.get_running_loop().create_task(
@@ -409,10 +563,8 @@ class Host:
             while self._publish_queue and not self._closed:
                 batch, self._publish_queue = self._publish_queue, []
                 try:
-                    async with self.client.pipeline(transaction=False) as pipe:
-                        for channel, data, _ in batch:
-                            pipe.publish(channel, data)
-                        replies = await pipe.execute(raise_on_error=False)
+                    send = functools.partial(self._publish_batch, batch)
+                    replies = await retry.call(send, idempotent=False, what="PUBLISH pipeline")
                 except Exception as exc:
                     raise_if_cancelled()
                     replies = [exc] * len(batch)
@@ -425,6 +577,12 @@ class Host:
                         future.set_result(int(reply))
         finally:
             self._publishing = False
+
+    async def _publish_batch(self, batch: list[tuple[str, bytes, asyncio.Future[int]]]) -> Any:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for channel, data, _ in batch:
+                pipe.publish(channel, data)
+            return await pipe.execute(raise_on_error=False)
 
     def submit(self, call: Call[T]) -> asyncio.Future[T]:
         """Queue a write; the future resolves once Redis has run it (in submission order)."""
@@ -460,6 +618,11 @@ class Host:
                     future.set_exception(result)
                 else:
                     future.set_result(result)
+
+    async def close_pools(self) -> None:
+        """Close the command connections (reopened on next use), and the pub/sub one if unused."""
+        await close_pool(self.client.connection_pool)
+        await self.subscriber.close_if_unused()
 
     async def close(self) -> None:
         """Stop the writer and the subscriber, close every connection (idempotent)."""

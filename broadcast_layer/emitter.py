@@ -14,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 
-from .connection import SyncHost, sync_redis_errors
+from .connection import SyncHost
 from .keys import Keys, shard_index
 from .layer import _redis_errors, get_layer
 from .node import channel_send_call
@@ -62,7 +62,8 @@ class Emitter:
 
     ``Emitter("default").group("room42", {"type": "chat.message", "text": "hi"})``.
     Raises ``TypeError``/``ValueError`` for bad names or messages, ``MessageTooLarge``,
-    ``ChannelFull`` (single channels only) and ``RedisUnavailable``; nothing is sent then.
+    ``ChannelFull`` (single channels only) and ``RedisUnavailable``; nothing is sent then,
+    unless the connection broke with the publish in flight (docs/reliability.md).
     """
 
     def __init__(self, alias: str = "default") -> None:
@@ -77,10 +78,9 @@ class Emitter:
         """Publish to one group (one PUBLISH) and count its members in the registry."""
         self.layer.require_valid_group_name(group)
         data = self.layer.encode(message)
-        with sync_redis_errors():
-            nodes = self._host(group).client.publish(self._keys.group_channel(group), data)
+        nodes = self._host(group).publish(self._keys.group_channel(group), data)
         members = self.layer.sync_registry.room_size(group)
-        return EmitResult(group, int(nodes), members)
+        return EmitResult(group, nodes, members)
 
     def groups(self, groups: list[str], message: dict[str, Any]) -> list[EmitResult]:
         """Publish to several groups; every name is checked before anything is sent."""

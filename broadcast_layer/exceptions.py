@@ -5,12 +5,17 @@ Hierarchy::
     BroadcastLayerError
     ├── ConfigurationError (also ValueError)   bad CONFIG at construction
     ├── EmbeddedRedisError                      no redis-server, or it would not start
-    ├── RedisUnavailable                        Redis could not be reached; nothing was sent
+    ├── RedisUnavailable                        Redis could not be reached (see below)
+    │   └── PoolExhausted                       the host's connection pool is full
     ├── InvalidName (also TypeError)            a group or channel name breaks the name rules
     ├── InvalidMessage (also TypeError)         not a dict, or not serializable
     │   └── MessageTooDeep                      containers nested deeper than MAX_NESTING
     ├── InvalidMessageType (also ValueError)    not a handler name, or a refused protocol type
     └── InvalidPattern (also ValueError)        a malformed room glob, or one over the limits
+
+``RedisUnavailable`` means the call failed for a connection reason after the retries
+that are safe. Whether a write was applied depends on the call: docs/reliability.md
+("Dropped connections and retries") states it for each one.
 
 Where the Channels specification names an exception, that one is raised instead:
 ``channels.exceptions.ChannelFull`` when a channel is at capacity and
@@ -35,6 +40,7 @@ __all__ = [
     "InvalidPattern",
     "MessageTooDeep",
     "MessageTooLarge",
+    "PoolExhausted",
     "RedisUnavailable",
 ]
 
@@ -53,6 +59,14 @@ class EmbeddedRedisError(BroadcastLayerError):
 
 class RedisUnavailable(BroadcastLayerError, ConnectionError):
     """Redis could not be reached (the redis-py error is chained as ``__cause__``)."""
+
+
+class PoolExhausted(RedisUnavailable):
+    """Every connection of a host's pool is in use (redis-py's ``max_connections``).
+
+    Redis itself may be fine: the process runs more concurrent commands than the pool
+    allows. Nothing was sent. Raise ``max_connections`` in the host entry.
+    """
 
 
 class InvalidName(BroadcastLayerError, TypeError):

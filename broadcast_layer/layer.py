@@ -24,10 +24,10 @@ from .exceptions import (
     InvalidMessage,
     MessageTooDeep,
     MessageTooLarge,
-    RedisUnavailable,
 )
 from .node import Node, NodeStats
 from .registry import Registry, SyncRegistry
+from .retry import unavailable
 from .scripts import Call
 from .validation import (
     MAX_NESTING,
@@ -55,7 +55,7 @@ class _RedisErrors:
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                         tb: object) -> None:  # fmt: skip
         if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
-            raise RedisUnavailable(f"Redis is unreachable: {exc}") from exc
+            raise unavailable(exc) from exc
 
 
 _redis_errors = _RedisErrors()
@@ -304,6 +304,17 @@ class BroadcastChannelLayer(BaseChannelLayer):
                 await node.flush_keys()
         finally:
             await node.close()
+
+    async def close_pools(self) -> None:
+        """Close this loop's command connections; the layer stays usable and reconnects.
+
+        As channels_redis's ``close_pools()``. Channels, groups and pending ``receive()``
+        calls carry on: the pub/sub connection of a node with channels or groups stays
+        open (closing it would only lose messages until it resubscribed). Idempotent.
+        """
+        node = self._nodes.get(asyncio.get_running_loop())
+        if node is not None:
+            await node.close_pools()
 
     async def close(self) -> None:
         """Close this loop's node: cancel its tasks and close its connections (idempotent)."""

@@ -20,14 +20,16 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from . import scripts
+from . import retry, scripts
 from .conf import LayerConfig
-from .connection import CONNECTION_ERRORS, Host, blocking_timeout, raise_if_cancelled
+from .connection import Host, blocking_timeout
 from .control import CONTROL_MARK, ControlCodec, DropLog
+from .drops import FullMailboxLog
 from .exceptions import ChannelFull, RedisUnavailable
 from .keys import Keys, node_of, shard_index
 from .mailbox import Letter, Mailbox
 from .registry import RegistryCalls
+from .retry import CONNECTION_ERRORS, raise_if_cancelled
 from .scripts import Call
 from .subscriptions import Subscriptions
 
@@ -80,6 +82,7 @@ class Node:
         self._drops = DropLog(logger)
         self._codec = ControlCodec(config.symmetric_encryption_keys, config.expiry + 10,
                                    self._drops)  # fmt: skip
+        self._full = FullMailboxLog(logger)
         self.calls = RegistryCalls(config)
         self.registry = self._hosts[0]  # the registry lives on the first host
         self._started = time.time()
@@ -205,19 +208,20 @@ class Node:
     async def _receive_queue(self, channel: str) -> dict[str, Any]:
         host, key = self.host_for(channel), self.keys.queue(channel)
         block = blocking_timeout(host.client)
-        delay = self.config.reconnect_backoff[0]
+        retrying = retry.Retrying(self.config.reconnect_backoff)
         while True:
             raise_if_cancelled()  # redis-py may have swallowed a cancellation
             try:
+                # Retrying BLPOP never duplicates: an entry is popped by one reply only.
                 reply = await host.client.blpop([key], timeout=block)
             except CONNECTION_ERRORS as exc:
                 raise_if_cancelled()
                 # A blocked reader waits out an outage instead of failing its consumer.
+                delay = retrying.next_delay()
                 logger.warning("BLPOP %s failed (%s); retrying in %.2fs", key, exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, self.config.reconnect_backoff[1])
                 continue
-            delay = self.config.reconnect_backoff[0]
+            retrying.reset()
             if reply is None:
                 continue
             raw = cast(bytes, reply[1])  # the client does not decode responses
@@ -355,10 +359,7 @@ class Node:
 
     async def _control(self, node_id: str, op: str, **fields: str) -> int:
         payload = self._codec.seal(node_id, {"op": op, **fields})
-        reached: int = await self.host_for(node_id).client.publish(
-            self.keys.node_channel(node_id), payload
-        )
-        return reached
+        return await self.host_for(node_id).publish(self.keys.node_channel(node_id), payload)
 
     async def _remote(self, node_id: str, op: str, **fields: str) -> bool:
         """Ask another node to apply ``op`` and wait for its confirmation.
@@ -425,7 +426,7 @@ class Node:
                 self._drops.drop("an undecodable message", f"for {channel}: {exc!r}")
         if letter is None or mailbox is None or not mailbox.put(letter):
             if mailbox is not None and letter is not None:
-                self.dropped += 1  # full with local or group messages the counter missed
+                self._drop(channel)  # full with local or group messages the counter missed
             self._release(channel)
 
     def _on_control(self, op: dict[str, str]) -> None:
@@ -457,7 +458,7 @@ class Node:
                 stale.append(channel)
             elif (mailbox := mailboxes.get(channel)) is not None:
                 if not mailbox.put(letter):
-                    self.dropped += 1
+                    self._drop(channel)
             else:  # a normal channel, or a local one not receiving yet
                 self._spawn(self._forward(channel, data))
         if stale:
@@ -470,9 +471,14 @@ class Node:
         try:
             await self.send(channel, data)
         except ChannelFull:
-            self.dropped += 1
+            self._drop(channel)
         except CONNECTION_ERRORS as exc:
             logger.warning("Could not forward a group message to %s: %s", channel, exc)
+
+    def _drop(self, channel: str) -> None:
+        """Count a message dropped because the channel is full, and warn (rate-limited)."""
+        self.dropped += 1
+        self._full.record(channel)
 
     # -- background --------------------------------------------------------------------
 
@@ -507,6 +513,7 @@ class Node:
             await asyncio.sleep(interval)  # a timer, not a hot path
             now = time.monotonic()
             self._sweep(now)
+            self._full.flush()
             expired = self.subscriptions.expire(now)
             for group, channel in expired:
                 self.registry.submit_quietly(self.calls.leave(group, channel, self.id))
@@ -536,15 +543,24 @@ class Node:
     async def ping(self) -> None:
         """PING every host (raises redis-py's ConnectionError when one is down)."""
         for host in self._hosts:
-            await host.client.ping()
+            await retry.call(host.client.ping, idempotent=True, what="PING")
 
     async def flush_keys(self) -> None:
-        """Delete every key of this prefix on every host (SCAN, never KEYS)."""
+        """Delete every key of this prefix on every host (SCAN, never KEYS; idempotent)."""
         for host in self._hosts:
-            for pattern in self.keys.patterns():
-                batch = [key async for key in host.client.scan_iter(match=pattern, count=1000)]
-                if batch:
-                    await host.client.unlink(*batch)
+            flush = functools.partial(self._flush_host, host)
+            await retry.call(flush, idempotent=True, what="flush")
+
+    async def _flush_host(self, host: Host) -> None:
+        for pattern in self.keys.patterns():
+            batch = [key async for key in host.client.scan_iter(match=pattern, count=1000)]
+            if batch:
+                await host.client.unlink(*batch)
+
+    async def close_pools(self) -> None:
+        """Close the command connections of every host; they reopen on next use."""
+        for host in self._hosts:
+            await host.close_pools()
 
     async def close(self) -> None:
         """Cancel and await every task, close every connection (idempotent)."""

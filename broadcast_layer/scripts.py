@@ -21,6 +21,11 @@ class Call(Generic[T_co]):
     args: Sequence[Any]
     parse: Callable[[Any], T_co]
 
+    @property
+    def idempotent(self) -> bool:
+        """Whether running the call twice leaves Redis as running it once (see IDEMPOTENT)."""
+        return self.script in IDEMPOTENT
+
 
 # KEYS[1] in-flight counter of a process-specific channel.
 # ARGV: capacity, expiry (ms), the owning node's pub/sub channel, payload.
@@ -419,3 +424,14 @@ return out
 HGETALL = """
 return redis.call('HGETALL', KEYS[1])
 """
+
+#: Scripts that may run twice without effect beyond running once, so a call whose
+#: connection dropped after sending may be retried (docs/reliability.md). Reads, and
+#: registry writes that set state: JOIN/LEAVE change the counters only when the
+#: membership itself changes, OPEN is HSETNX, CLOSE/SET_METADATA/HEARTBEAT/REAP set
+#: or delete. Not here: SEND_TO_NODE and PUSH (a second run delivers a second copy)
+#: and RELEASE (a second DECRBY frees a slot twice).
+IDEMPOTENT = frozenset(
+    {JOIN, LEAVE, OPEN, CLOSE, SET_METADATA, HEARTBEAT, REAP, ROOM, ROOM_SIZE, MEMBERS,
+     CHANNEL, NODES, ROOMS, HGETALL}
+)  # fmt: skip

@@ -2,16 +2,18 @@
 
 Each helper does what an outage, a crash or an operator would do to a real
 deployment: kill Redis clients, kill a process with SIGKILL, restart a
-redis-server without persistence, wipe its data. Fault tests count what was
+redis-server without persistence, wipe its data, hold commands unexecuted
+(``CLIENT PAUSE``) so a connection can die between sending and running. Fault tests count what was
 lost, duplicated or reordered with :func:`tally`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import redis
@@ -25,6 +27,38 @@ def kill_clients(url: str, kind: str | None = None) -> int:
     try:
         kinds = [kind] if kind else ["normal", "pubsub"]
         return sum(client.client_kill_filter(_type=k, skipme=True) for k in kinds)
+    finally:
+        client.close()
+
+
+def normal_clients(url: str) -> int:
+    """How many normal (command) clients are connected, ours excluded."""
+    client = redis.Redis.from_url(url)
+    try:
+        return sum(1 for c in client.client_list(_type="normal") if c["cmd"] != "client|list")
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def writes_paused(url: str, seconds: float = 30.0) -> Iterator[redis.Redis]:
+    """``CLIENT PAUSE ... WRITE`` for the block: Redis holds PUBLISH, EVALSHA and writes
+    unexecuted (reads and CLIENT KILL still run), so a test can kill a connection whose
+    command was sent but not run. Yields the admin client; unpauses on exit."""
+    client = redis.Redis.from_url(url)
+    try:
+        client.client_pause(int(seconds * 1000), all=False)
+        yield client
+    finally:
+        client.client_unpause()
+        client.close()
+
+
+def blocked_on(url: str, command: str) -> int:
+    """How many clients are blocked in ``command`` (for example held by a pause)."""
+    client = redis.Redis.from_url(url)
+    try:
+        return sum(1 for c in client.client_list() if "b" in c["flags"] and c["cmd"] == command)
     finally:
         client.close()
 

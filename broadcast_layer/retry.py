@@ -1,0 +1,181 @@
+"""Connection failures: what each one means, and the one retry policy of the package.
+
+Every retry in the package goes through here: :func:`call` / :func:`call_sync` for one
+call that may be tried again, :class:`Retrying` for the loops that wait out an outage
+(the pub/sub reader, a ``receive()`` blocked in BLPOP). Backoff has full jitter, so many
+processes that lost Redis together do not come back in lockstep.
+
+The rule (docs/reliability.md): a call is tried again after a connection error only
+when that cannot apply a write twice, that is when the error is known to precede
+sending (:class:`NotSent`) or the call is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from redis.exceptions import AuthenticationError, AuthorizationError, BusyLoadingError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .exceptions import PoolExhausted, RedisUnavailable
+
+try:
+    from redis.exceptions import MaxConnectionsError
+except ImportError:  # pragma: no cover - redis-py before 5.1 raises a plain ConnectionError
+    MaxConnectionsError = RedisConnectionError  # type: ignore[misc, assignment]
+
+T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
+
+#: redis-py errors that mean "the connection is gone": reconnect, don't crash.
+CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+
+#: Tries per call, the first included: a dead idle connection costs none of them (the
+#: connection guard reconnects before sending), so these are for real failures.
+ATTEMPTS = 3
+
+_POOL_MESSAGES = ("Too many connections", "No connection available")
+
+
+class NotSent(RedisConnectionError):
+    """The command was never written to Redis: retrying it cannot apply it twice.
+
+    Raised by the guarded connections (``connection.py``) when connecting, or the
+    health check before a command, fails.
+    """
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with full jitter: attempt ``n`` waits U(0, min(cap, base * 2**n))."""
+
+    base: float = 0.05
+    cap: float = 2.0
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before retry number ``attempt`` (0 for the first retry)."""
+        return random.uniform(0, min(self.cap, self.base * 2 ** min(attempt, 32)))
+
+
+DEFAULT_BACKOFF = Backoff()
+
+
+class Retrying:
+    """The backoff state of a loop that retries until it succeeds (a reader, a receiver)."""
+
+    __slots__ = ("attempt", "backoff")
+
+    def __init__(self, backoff: Backoff = DEFAULT_BACKOFF) -> None:
+        self.backoff = backoff
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        """The next wait; each call makes the following one longer, up to the cap."""
+        delay = self.backoff.delay(self.attempt)
+        self.attempt += 1
+        return delay
+
+    def reset(self) -> None:
+        """Start again from the shortest wait (after a success)."""
+        self.attempt = 0
+
+
+def raise_if_cancelled() -> None:
+    """Re-raise a cancellation that redis-py turned into an error or swallowed.
+
+    Some redis-py versions convert a CancelledError that lands mid-command into a
+    ConnectionError (or drop it); a retry loop must not outlive its cancellation.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def pool_exhausted(exc: BaseException) -> bool:
+    """True when ``exc`` is redis-py's "the pool has no connection to give"."""
+    if isinstance(exc, MaxConnectionsError) and MaxConnectionsError is not RedisConnectionError:
+        return True
+    return isinstance(exc, RedisConnectionError) and str(exc).startswith(_POOL_MESSAGES)
+
+
+def retryable(exc: BaseException, idempotent: bool) -> bool:
+    """Whether a call that raised ``exc`` may be tried again without applying a write twice."""
+    if pool_exhausted(exc) or isinstance(exc, (AuthenticationError, AuthorizationError)):
+        return False  # not an outage: trying again only delays the real error
+    if isinstance(exc, (NotSent, BusyLoadingError)):
+        return True  # never written, or refused unexecuted (LOADING)
+    return idempotent and isinstance(exc, CONNECTION_ERRORS)
+
+
+def unavailable(exc: BaseException) -> RedisUnavailable:
+    """The public exception for a redis-py connection error (chain ``exc`` as its cause)."""
+    if pool_exhausted(exc):
+        return PoolExhausted(
+            f"Redis connection pool exhausted ({exc}): raise max_connections in the host entry"
+        )
+    return RedisUnavailable(f"Redis is unreachable: {exc}")
+
+
+def _give_up(exc: BaseException, attempt: int, what: str) -> None:
+    if attempt:
+        exc.add_note(f"{what}: gave up after {attempt + 1} attempts")
+
+
+async def call(
+    fn: Callable[[], Awaitable[T]],
+    *,
+    idempotent: bool,
+    what: str,
+    attempts: int = ATTEMPTS,
+    backoff: Backoff = DEFAULT_BACKOFF,
+) -> T:
+    """Await ``fn()``, calling it again (at most ``attempts`` calls) while :func:`retryable`.
+
+    Raises the last error (redis-py's; the caller's error boundary translates it).
+    """
+    attempt = 0
+    while True:
+        try:
+            return await fn()
+        except Exception as exc:
+            raise_if_cancelled()
+            if attempt + 1 >= attempts or not retryable(exc, idempotent):
+                _give_up(exc, attempt, what)
+                raise
+            delay = backoff.delay(attempt)
+            attempt += 1
+            logger.info("%s failed (%s); retry %d of %d in %.3fs",
+                        what, exc, attempt, attempts - 1, delay)  # fmt: skip
+            await asyncio.sleep(delay)  # backoff between attempts, not a poll
+
+
+def call_sync(
+    fn: Callable[[], T],
+    *,
+    idempotent: bool,
+    what: str,
+    attempts: int = ATTEMPTS,
+    backoff: Backoff = DEFAULT_BACKOFF,
+) -> T:
+    """The blocking twin of :func:`call` (for the emitter and the sync registry)."""
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            if attempt + 1 >= attempts or not retryable(exc, idempotent):
+                _give_up(exc, attempt, what)
+                raise
+            delay = backoff.delay(attempt)
+            attempt += 1
+            logger.info("%s failed (%s); retry %d of %d in %.3fs",
+                        what, exc, attempt, attempts - 1, delay)  # fmt: skip
+            time.sleep(delay)  # backoff between attempts, not a poll
