@@ -12,6 +12,8 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
+from .conf import connection_option_errors
+
 BACKEND = "broadcast_layer.layer.BroadcastChannelLayer"
 
 
@@ -29,7 +31,8 @@ def _build(config: dict[str, Any]) -> Any:
 
 @register(Tags.compatibility)
 def check_config(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """E001: CONFIG is invalid. W001: no hosts given, so localhost:6379 is assumed."""
+    """E001: CONFIG is invalid. E003: a hosts entry has an unknown or mistyped connection
+    option. W001: no hosts given, so localhost:6379 is assumed."""
     messages: list[CheckMessage] = []
     for alias, config in _our_layers():
         if not isinstance(config, dict):
@@ -41,6 +44,18 @@ def check_config(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                 )
             )
             continue
+        host_errors = connection_option_errors(config.get("hosts"))
+        messages.extend(
+            Error(
+                f"CHANNEL_LAYERS[{alias!r}]: {error}.",
+                hint="Correct the option's name or type; a hosts entry takes the arguments "
+                "of redis-py's connection classes (docs/configuration.md#hosts).",
+                id="broadcast_layer.E003",
+            )
+            for error in host_errors
+        )
+        if host_errors:
+            continue  # building the layer would only repeat them as E001
         try:
             _build(config)
         except (TypeError, ValueError) as exc:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import fnmatch
+import inspect
 import re
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from channels_redis.utils import decode_hosts
+from channels_redis.utils import create_pool, decode_hosts
+from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.connection import parse_url
 
 from .exceptions import ConfigurationError
 from .retry import DEFAULT_BACKOFF, Backoff
@@ -82,11 +87,112 @@ def _decode_hosts(hosts: Sequence[Any] | None) -> tuple[dict[str, Any], ...]:
     except ValueError as exc:
         raise ConfigurationError(f"CONFIG['hosts']: {exc}") from None
     for host in decoded:
+        if not isinstance(host, dict):  # pragma: no cover - decode_hosts makes dicts
+            raise ConfigurationError(f"CONFIG['hosts']: invalid entry {host!r}")
         if ("master_name" in host) != ("sentinels" in host):
             raise ConfigurationError(
                 "CONFIG['hosts']: a Sentinel host needs both 'sentinels' and 'master_name'"
             )
+    errors = connection_option_errors(hosts)
+    if errors:
+        raise ConfigurationError("; ".join(errors))
     return tuple(decoded)
+
+
+# -- connection options of a hosts entry, checked against what redis-py accepts -------
+
+#: Keys of a host dict that channels_redis's create_pool consumes itself.
+_STRUCTURAL = frozenset({"address", "sentinels", "master_name", "sentinel_kwargs"})
+#: Options SentinelConnectionPool takes from its **kwargs (not in any signature).
+_SENTINEL_POOL = {"is_master": (bool,), "check_connection": (bool,)}
+_CHECKED = (str, int, float, bool, bytes, type(None))
+
+
+def _runtime_types(annotation: Any) -> tuple[type, ...] | None:
+    """The runtime types an annotation allows, or None when it is not a simple one."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        parts: tuple[Any, ...] = typing.get_args(annotation)
+    else:
+        parts = (annotation,)
+    allowed: list[type] = []
+    for part in parts:
+        if part not in _CHECKED:
+            return None  # object, classes, generics, string annotations: not checked
+        allowed.extend((float, int) if part is float else (part,))
+    return tuple(allowed)
+
+
+def _accepted(*classes: type) -> dict[str, tuple[type, ...] | None]:
+    """Keyword arguments the classes' ``__init__`` accept (following ``**kwargs`` up the MRO)."""
+    options: dict[str, tuple[type, ...] | None] = {}
+    for cls in classes:
+        for klass in cls.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is None or klass is object:
+                continue
+            params = inspect.signature(init).parameters.values()
+            named = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            for param in params:
+                if param.name != "self" and param.kind in named:
+                    options.setdefault(param.name, _runtime_types(param.annotation))
+            if not any(param.kind is param.VAR_KEYWORD for param in params):
+                break  # this __init__ passes nothing further up
+    return options
+
+
+def _option_error(name: str, value: Any, options: dict[str, Any], owner: str) -> str | None:
+    if name not in options:
+        tls = "; for TLS use a rediss:// address" if name.startswith("ssl") else ""
+        return f"unknown connection option {name!r} ({owner} does not accept it{tls})"
+    allowed = options[name]
+    if allowed is None or (
+        isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+    ):
+        return None
+    names = {"float": "a number", "int": "an integer", "str": "a string", "bool": "a bool",
+             "bytes": "bytes", "NoneType": "None"}  # fmt: skip
+    kinds = [names[kind.__name__] for kind in allowed if not (kind is int and float in allowed)]
+    return f"connection option {name!r} must be {' or '.join(kinds)}, got {value!r}"
+
+
+def _host_errors(host: dict[str, Any]) -> list[str]:
+    try:
+        pool = create_pool(host)  # no I/O: parses the URL and builds the pool object
+    except (TypeError, ValueError) as exc:
+        return [str(exc)]
+    options = _accepted(pool.connection_class, type(pool))
+    if "master_name" in host:
+        options.update(_SENTINEL_POOL)
+    given = {key: value for key, value in host.items() if key not in _STRUCTURAL}
+    if isinstance(host.get("address"), str):
+        given.update(parse_url(host["address"]))
+    owner = f"redis-py's {pool.connection_class.__name__}"
+    errors = [_option_error(name, value, options, owner) for name, value in given.items()]
+    sentinel_kwargs = host.get("sentinel_kwargs") or {}
+    if isinstance(sentinel_kwargs, dict):
+        client = _accepted(AsyncRedis)
+        errors += [_option_error(name, value, client, "redis-py's Redis client (for sentinels)")
+                   for name, value in sentinel_kwargs.items()]  # fmt: skip
+    return [error for error in errors if error]
+
+
+def connection_option_errors(hosts: Sequence[Any] | None) -> list[str]:
+    """Every unknown or wrongly typed connection option in ``CONFIG['hosts']``, as messages.
+
+    Checked against the signatures of the redis-py classes each entry's pool would use
+    (URL query parameters included; ``sentinel_kwargs`` against the Redis client). No
+    I/O. Entries that cannot be decoded at all are left to the layer's own checks.
+    """
+    try:
+        decoded = decode_hosts(hosts)
+    except ValueError:
+        return []
+    errors = []
+    for index, host in enumerate(decoded):
+        if not isinstance(host, dict) or ("master_name" in host) != ("sentinels" in host):
+            continue
+        errors += [f"CONFIG['hosts'][{index}]: {error}" for error in _host_errors(host)]
+    return errors
 
 
 def build_config(

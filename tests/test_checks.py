@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from django.core.checks import run_checks
 
 from broadcast_layer import checks
@@ -46,5 +47,32 @@ def test_every_check_id_is_documented():
     assert sorted(set(ids)) == [
         "broadcast_layer.E001",
         "broadcast_layer.E002",
+        "broadcast_layer.E003",
         "broadcast_layer.W001",
     ]
+    documented = re.findall(r"^\| `(broadcast_layer\.[EW]\d{3})` \|", docs, flags=re.M)
+    assert len(documented) == len(set(documented)), "a check ID is listed twice"
+    assert sorted(documented) == sorted(set(ids)), "the table and the checks differ"
+
+
+URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("host", "option"),
+    [
+        ({"address": URL, "socket_timout": 1}, "socket_timout"),
+        ({"address": URL, "socket_timeout": "x"}, "socket_timeout"),
+        (URL + "?health_check_intervall=3", "health_check_intervall"),
+        ({"host": "127.0.0.1", "port": 6379, "ssl": True}, "ssl"),
+        (
+            {"sentinels": [("127.0.0.1", 26379)], "master_name": "m", "socket_keepalive": "on"},
+            "socket_keepalive",
+        ),
+    ],
+)
+def test_a_bad_connection_option_is_e003_naming_it(settings, host, option):
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": BACKEND, "CONFIG": {"hosts": [host]}}}
+    messages = [m for m in run_checks() if m.id.startswith("broadcast_layer.")]
+    assert [m.id for m in messages] == ["broadcast_layer.E003"]
+    assert option in messages[0].msg

@@ -95,6 +95,67 @@ async def test_flush_deletes_only_its_own_keys_beside_prefixes_that_start_alike(
         assert keys(site) == before, site
 
 
+SENTINEL = {"sentinels": [("127.0.0.1", 26379)], "master_name": "mymaster"}
+
+
+@pytest.mark.parametrize(
+    ("host", "message"),
+    [
+        (
+            {"address": "redis://localhost", "socket_timout": 1},
+            "unknown connection option 'socket_timout'",
+        ),
+        (
+            {"address": "redis://localhost", "socket_timeout": "x"},
+            "'socket_timeout' must be a number or None",
+        ),
+        (
+            {"address": "redis://localhost", "socket_keepalive": 1},
+            "'socket_keepalive' must be a bool",
+        ),
+        ("redis://localhost?socket_timout=1", "unknown connection option 'socket_timout'"),
+        ("redis://localhost?socket_timeout=x", "Invalid value for 'socket_timeout'"),
+        (
+            {"host": "localhost", "port": 6379, "health_check_intervall": 5},
+            "'health_check_intervall'",
+        ),
+        ({"host": "localhost", "port": 6379, "ssl": True}, "'ssl'.*rediss://"),
+        ({"host": "localhost", "max_connections": "10"}, "max_connections"),
+        ("unix:///tmp/redis.sock?socket_timeout=1&hostt=x", "'hostt'"),
+        ({**SENTINEL, "socket_timout": 1}, "unknown connection option 'socket_timout'"),
+        ({**SENTINEL, "socket_connect_timeout": "1"}, "'socket_connect_timeout' must be a number"),
+        ({**SENTINEL, "sentinel_kwargs": {"pasword": "x"}}, "pasword"),
+        (
+            {**SENTINEL, "sentinel_kwargs": {"socket_timeout": "1"}},
+            "'socket_timeout' must be a number",
+        ),
+    ],
+)
+def test_a_bad_connection_option_is_a_configuration_error_naming_it(host, message):
+    """Caught when the layer is built, not as an endless reconnect loop later."""
+    with pytest.raises(ConfigurationError, match=rf"CONFIG\['hosts'\]\[0\]: .*{message}"):
+        BroadcastChannelLayer(hosts=[host])
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "redis://user:secret@localhost:6379/2?socket_timeout=3&health_check_interval=10",
+        "rediss://localhost:6380/0?ssl_cert_reqs=none",
+        "unix:///tmp/redis.sock?db=1",
+        ("localhost", 6379),
+        {"host": "localhost", "port": "6379", "db": 1, "password": None, "max_connections": 50,
+         "socket_timeout": 2.5, "socket_connect_timeout": 1, "socket_keepalive": True,
+         "retry_on_timeout": True, "client_name": "web", "protocol": 2},
+        {"address": "rediss://localhost", "ssl_check_hostname": False, "ssl_ca_certs": "/ca.pem"},
+        {**SENTINEL, "db": 0, "password": "x", "socket_timeout": 1,
+         "sentinel_kwargs": {"password": "y", "socket_timeout": 0.5}},
+    ],
+)  # fmt: skip
+def test_valid_connection_options_are_accepted(host):
+    BroadcastChannelLayer(hosts=[host])
+
+
 async def test_host_dicts_and_urls_both_work(redis_server, prefix):
     by_url = BroadcastChannelLayer(hosts=[redis_server.url], prefix=prefix)
     by_dict = BroadcastChannelLayer(
