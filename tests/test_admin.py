@@ -26,6 +26,7 @@ from broadcast_layer import admin_views, registry
 from broadcast_layer.models import Room
 from broadcast_layer.validation import require_valid_message_type
 
+from . import faults
 from .conftest import nothing_arrives, within
 
 pytestmark = pytest.mark.django_db(transaction=True)  # requests run in another thread
@@ -319,6 +320,20 @@ async def test_room_page_shows_members_with_node_join_time_and_metadata(login, n
     assert (rows[bob].node_label, rows[bob].name) == (nodes[1].node_id, "")
     assert "2 members on 2 nodes" in text(page)
     assert f'<a href="{ROOMS}">Rooms</a>' in text(page)  # breadcrumbs
+
+
+async def test_pages_and_actions_work_after_every_connection_was_killed(login, nodes, redis_url):
+    channel = await member_of(nodes[0], "lobby")
+    client = await asyncio.to_thread(login, "operator")
+    assert (await get(client, ROOMS)).status_code == 200
+    assert faults.kill_clients(redis_url, "normal") >= 1
+    page = await get(client, room_url("lobby"))
+    assert [row.channel for row in page.context["members"]] == [channel]
+    faults.kill_clients(redis_url, "normal")
+    response = await post(client, room_url("lobby"), {"type": "chat.message", "text": "after"})
+    assert response.status_code == 302
+    assert await within(nodes[0].receive(channel)) == {"type": "chat.message", "text": "after"}
+    await nothing_arrives(nodes[0], channel)
 
 
 async def test_an_empty_room_says_so(login):

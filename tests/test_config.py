@@ -12,6 +12,7 @@ from broadcast_layer import ConfigurationError
 from broadcast_layer.embedded import EmbeddedRedis, _free_port, find_redis_server
 from broadcast_layer.layer import BroadcastChannelLayer
 
+from . import faults
 from .conftest import within
 
 CHANNELS_REDIS_CONFIG = {
@@ -252,6 +253,25 @@ async def test_sentinel_hosts_find_the_master(sentinel_port, prefix):
         await a.group_add("via-sentinel", channel)
         await b.group_send("via-sentinel", {"type": "m"})
         assert await within(a.receive(channel)) == {"type": "m"}
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_sentinel_hosts_survive_killed_connections(sentinel_port, redis_server, prefix):
+    """The guard covers Sentinel's managed connections too: the next call succeeds."""
+    host = {"sentinels": [("127.0.0.1", sentinel_port)], "master_name": "mymaster"}
+    a = BroadcastChannelLayer(hosts=[host], prefix=prefix)
+    b = BroadcastChannelLayer(hosts=[host], prefix=prefix)
+    try:
+        channel = await a.new_channel()
+        await a.group_add("via-sentinel", channel)
+        await b.group_send("via-sentinel", {"type": "m", "n": 0})
+        assert await within(a.receive(channel)) == {"type": "m", "n": 0}
+        assert faults.kill_clients(redis_server.url, "normal") >= 1
+        assert await b.group_send("via-sentinel", {"type": "m", "n": 1}) == 1
+        assert await within(a.receive(channel)) == {"type": "m", "n": 1}
+        assert await b.registry.room_size("via-sentinel") == 1
     finally:
         await a.close()
         await b.close()
