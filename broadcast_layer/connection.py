@@ -380,6 +380,7 @@ class Subscriber:
 
     async def _connect(self) -> None:
         async with self._lock:
+            await self._disconnect()  # one left by a reader stopped by close_if_unused()
             conn = self._pool.make_connection()
             await conn.connect()
             self._conn = conn
@@ -430,11 +431,12 @@ class Subscriber:
         if self._wanted or self._task is None or self.state is State.CLOSED:
             return
         task, self._task = self._task, None
+        self.state = State.IDLE  # _ask() leaves the connection alone; want() restarts
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        await self._disconnect()
-        self.state = State.IDLE
+        if self._task is None:  # else a want() meanwhile started a reader, which owns it
+            await self._disconnect()
 
     async def close(self) -> None:
         """Stop the reader, close the connection and the pool (idempotent)."""
