@@ -3,8 +3,9 @@
 Each helper does what an outage, a crash or an operator would do to a real
 deployment: kill Redis clients, kill a process with SIGKILL, restart a
 redis-server without persistence, wipe its data, hold commands unexecuted
-(``CLIENT PAUSE``) so a connection can die between sending and running. Fault tests count what was
-lost, duplicated or reordered with :func:`tally`.
+(``CLIENT PAUSE``) so a connection can die between sending and running, force a
+Sentinel failover. Fault tests count what was lost, duplicated or reordered with
+:func:`tally`.
 """
 
 from __future__ import annotations
@@ -75,6 +76,15 @@ def flushall(url: str) -> None:
 def restart_without_persistence(server: EmbeddedRedis) -> None:
     """Stop a redis-server and start an empty one on the same port: all data is lost."""
     server.restart()
+
+
+def sentinel_failover(sentinel_port: int, master_name: str) -> None:
+    """``SENTINEL FAILOVER``: an operator forces the sentinels to promote a replica now."""
+    client = redis.Redis(port=sentinel_port)
+    try:
+        client.sentinel_failover(master_name)
+    finally:
+        client.close()
 
 
 def sigkill(process: subprocess.Popen[bytes] | subprocess.Popen[str] | int) -> None:
