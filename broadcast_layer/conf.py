@@ -44,6 +44,7 @@ class LayerConfig:
     subscribe_timeout: float = 10.0
     heartbeat_interval: float = 5.0
     node_ttl: float = 15.0
+    failover_timeout: float = 10.0
     reconnect_backoff: Backoff = field(default=DEFAULT_BACKOFF)
 
     def capacity_for(self, channel: str) -> int:
@@ -209,6 +210,7 @@ def build_config(
     subscribe_timeout: float,
     heartbeat_interval: float,
     node_ttl: float,
+    failover_timeout: float,
 ) -> LayerConfig:
     """Validate the layer's keyword arguments; raise :class:`ConfigurationError` naming the key."""
     if (
@@ -241,4 +243,5 @@ def build_config(
         subscribe_timeout=_positive("subscribe_timeout", subscribe_timeout),
         heartbeat_interval=heartbeat_interval,
         node_ttl=node_ttl,
+        failover_timeout=_positive("failover_timeout", failover_timeout),
     )

@@ -41,6 +41,7 @@ from . import retry
 from .exceptions import RedisUnavailable
 from .retry import CONNECTION_ERRORS, NotSent, Retrying, raise_if_cancelled
 from .scripts import Call
+from .sentinel import MasterWatch, SwitchListener, is_sentinel, master_pool
 
 T = TypeVar("T")
 
@@ -175,9 +176,14 @@ def guard_pool(pool: Any) -> Any:
     return pool
 
 
-def make_client(host: dict[str, Any]) -> aioredis.Redis:
+def make_pool(host: dict[str, Any], watch: MasterWatch | None = None) -> Any:
+    """A redis-py asyncio pool for one ``hosts`` entry; a Sentinel one follows ``watch``."""
+    return create_pool(host) if watch is None else master_pool(host, watch)
+
+
+def make_client(host: dict[str, Any], watch: MasterWatch | None = None) -> aioredis.Redis:
     """A redis-py asyncio client for one ``hosts`` entry (URL, dict or Sentinel), guarded."""
-    return aioredis.Redis(connection_pool=guard_pool(create_pool(host)))
+    return aioredis.Redis(connection_pool=guard_pool(make_pool(host, watch)))
 
 
 async def close_pool(pool: Any) -> None:
@@ -275,8 +281,9 @@ class Subscriber:
         host: dict[str, Any],
         on_message: MessageHandler,
         backoff: retry.Backoff = retry.DEFAULT_BACKOFF,
+        pool: Any = None,
     ) -> None:
-        self._pool = create_pool(host)
+        self._pool = create_pool(host) if pool is None else pool
         self._on_message = on_message
         self._backoff = backoff
         self.state = State.IDLE
@@ -366,6 +373,9 @@ class Subscriber:
         while self.state is not State.CLOSED:  # not only cancellation: see Node._release_loop
             try:
                 await self._connect()
+                # redis-py's send (asyncio.wait_for on Python 3.11) can swallow a
+                # cancellation; the read below would then block for ever.
+                raise_if_cancelled()
                 retrying.reset()
                 await self._read_forever()
             except Exception as exc:  # any failure: reconnect rather than lose every group
@@ -377,6 +387,26 @@ class Subscriber:
                 log("Redis pub/sub connection lost (%s); retrying in %.2fs", exc, delay)
                 await self._disconnect()
                 await asyncio.sleep(delay)  # backoff between reconnects, not a poll
+
+    async def reconnect(self) -> None:
+        """Leave the current connection now and connect again, resubscribing everything.
+
+        For a switch of master: the deposed master may stay up, so nothing else would
+        make the reader leave it. Counted in ``reconnects``; waiters keep waiting.
+        """
+        task = self._task
+        if task is None or self.state is State.CLOSED:
+            return  # not started: the first connect goes to the current master
+        self._task = None
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            raise_if_cancelled()  # the caller's own cancellation must not be lost here
+        await self._disconnect()
+        self.reconnects += 1
+        self.state = State.IDLE
+        self.start()
 
     async def _connect(self) -> None:
         async with self._lock:
@@ -463,10 +493,21 @@ class Host:
     """
 
     def __init__(
-        self, spec: dict[str, Any], on_message: MessageHandler, backoff: retry.Backoff
+        self,
+        spec: dict[str, Any],
+        on_message: MessageHandler,
+        backoff: retry.Backoff,
+        failover_timeout: float = 10.0,
     ) -> None:
-        self.client = make_client(spec)
-        self.subscriber = Subscriber(spec, on_message, backoff)
+        #: For a Sentinel host: where the master is; both pools follow it.
+        self.watch = (
+            MasterWatch(spec, failover_timeout=failover_timeout, backoff=backoff)
+            if is_sentinel(spec)
+            else None
+        )
+        self.client = make_client(spec, self.watch)
+        self.subscriber = Subscriber(spec, on_message, backoff, make_pool(spec, self.watch))
+        self.on_master_switch(self._follow_master)
         self._scripts: dict[str, AsyncScript] = {}
         self._loaded: set[str] = set()
         self._pending: list[tuple[Call[Any], asyncio.Future[Any]]] = []
@@ -476,6 +517,22 @@ class Host:
         self._publish_queue: list[tuple[str, bytes, asyncio.Future[int]]] = []
         self._publish_flusher: asyncio.Task[None] | None = None
         self._closed = False
+
+    def on_master_switch(self, listener: SwitchListener) -> None:
+        """Call ``await listener(new_address)`` after each Sentinel switch of master.
+
+        Listeners run in the order added; the host's own (added first) has already moved
+        the pooled connections and the subscriber to the new master. A no-op for a host
+        that is not a Sentinel one.
+        """
+        if self.watch is not None:
+            self.watch.on_switch(listener)
+
+    async def _follow_master(self, address: tuple[str, int]) -> None:
+        # The pool moves by itself: a connection to the old master is reconnected when
+        # next taken and closed when returned (sentinel._MasterPool). The reader does not
+        # take or return its connection, so it is moved here.
+        await self.subscriber.reconnect()
 
     def _script(self, source: str) -> AsyncScript:
         script = self._scripts.get(source)
@@ -647,6 +704,8 @@ class Host:
         self._pending.clear()
         await self.subscriber.close()
         await close_client(self.client)
+        if self.watch is not None:
+            await self.watch.close()
 
 
 def _log_failure(future: asyncio.Future[Any]) -> None:

@@ -85,6 +85,7 @@ class BroadcastChannelLayer(BaseChannelLayer):
         subscribe_timeout: float = 10.0,
         heartbeat_interval: float = 5.0,
         node_ttl: float = 15.0,
+        failover_timeout: float = 10.0,
     ) -> None:
         self.config: LayerConfig = build_config(
             hosts=hosts,
@@ -99,6 +100,7 @@ class BroadcastChannelLayer(BaseChannelLayer):
             subscribe_timeout=subscribe_timeout,
             heartbeat_interval=heartbeat_interval,
             node_ttl=node_ttl,
+            failover_timeout=failover_timeout,
         )
         super().__init__(expiry=expiry, capacity=capacity)
         self.channel_capacity = list(self.config.channel_capacity)  # what get_capacity() reads

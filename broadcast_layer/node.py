@@ -71,8 +71,8 @@ class Node:
         self.keys = Keys(config.prefix)
         self._serializer = serializer
         self._expiry_ms = int(config.expiry * 1000)
-        self._hosts = [Host(spec, self._on_message, config.reconnect_backoff)
-                       for spec in config.hosts]  # fmt: skip
+        self._hosts = [Host(spec, self._on_message, config.reconnect_backoff,
+                            config.failover_timeout) for spec in config.hosts]  # fmt: skip
         self._node_channel = self.keys.node_channel(self.id)
         self._node_channel_bytes = self._node_channel.encode()
         self._group_prefix = self.keys.group_channel("").encode()
@@ -85,6 +85,8 @@ class Node:
         self._full = FullMailboxLog(logger)
         self.calls = RegistryCalls(config)
         self.registry = self._hosts[0]  # the registry lives on the first host
+        self.registry.on_master_switch(self._registry_moved)
+        self._metadata: dict[str, dict[str, Any]] = {}  # set on this node's channels
         self._started = time.time()
         self._registered = False  # this node may have records in the registry
         self._acks: dict[str, asyncio.Future[bool]] = {}
@@ -255,6 +257,7 @@ class Node:
         here and in the registry. Returns the groups left without local members.
         """
         mailbox = self.mailboxes.pop(channel)
+        self._metadata.pop(channel, None)
         for _, _, counted, _ in mailbox.drain():
             if counted:
                 self._release(channel)
@@ -346,7 +349,10 @@ class Node:
             raise TypeError(f"metadata must be JSON-serializable: {exc}") from None
         if size > MAX_METADATA_BYTES:
             raise ValueError(f"metadata is {size} bytes of JSON; the limit is {MAX_METADATA_BYTES}")
-        return bool(await self.registry.run(self.calls.set_metadata(channel, owner, metadata)))
+        known = bool(await self.registry.run(self.calls.set_metadata(channel, owner, metadata)))
+        if known and owner == self.id and channel in self.mailboxes:
+            self._metadata[channel] = metadata  # written again after a failover
+        return known
 
     async def group_send(self, group: str, data: bytes) -> int:
         """Publish a serialized message once to the group's channel; return nodes reached."""
@@ -531,6 +537,27 @@ class Node:
             except CONNECTION_ERRORS as exc:
                 raise_if_cancelled()
                 logger.warning("Heartbeat failed (%s); retrying in %.1fs", exc, interval)
+
+    async def _registry_moved(self, address: tuple[str, int]) -> None:
+        """The registry's master switched (Sentinel): write this node's records there again.
+
+        Writes the old master took after the replica's promotion, or that had not reached
+        the replica, are lost with it. Every write here is idempotent (OPEN never
+        overwrites, JOIN refreshes the join time, SET_METADATA replaces), goes through the
+        ordered writer after the switch, and so lands on the new master.
+        """
+        if not self._registered:
+            return
+        calls: list[Call[Any]] = [self.calls.heartbeat(self.id, self._started, len(self.mailboxes))]
+        calls += [self.calls.open(channel, self.id) for channel in self.mailboxes]
+        for group in self.subscriptions.wanted():
+            calls += [self.calls.join(group, channel, self.id)
+                      for channel in self.subscriptions.members(group)]  # fmt: skip
+        calls += [self.calls.set_metadata(channel, self.id, metadata)
+                  for channel, metadata in self._metadata.items()]  # fmt: skip
+        logger.info("Re-asserting %d registry records on the new master %s", len(calls), address)
+        for call in calls:
+            self.registry.submit_quietly(call)
 
     async def _registry_wait(self, write: asyncio.Future[T]) -> T:
         """Wait for a submitted registry write, bounded like a subscription."""
