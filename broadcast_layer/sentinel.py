@@ -91,6 +91,7 @@ class MasterWatch:
         self._sentinel_kwargs = dict(sentinel_kwargs)
         self._master_kwargs = {k: v for k, v in spec.items() if k not in _SENTINEL_KEYS}
         self._queried: list[aioredis.Redis] = []
+        self._probe: tuple[Address, aioredis.Redis] | None = None
         self.address: Address | None = None
         self.state = MasterState.SEARCHING
         self._searching_since: float | None = None  # event-loop time the master went missing
@@ -162,7 +163,9 @@ class MasterWatch:
                 await task
         clients, self._queried = self._queried, []
         for client in clients:
-            await client.aclose()
+            with contextlib.suppress(*_FAILURES):
+                await client.aclose()
+        await self._close_probe()
 
     # -- state -------------------------------------------------------------------------
 
@@ -285,17 +288,23 @@ class MasterWatch:
             return None
 
     async def _role(self, address: Address) -> str | None:
-        client = aioredis.Redis(host=address[0], port=address[1], **self._master_kwargs)
+        if self._probe is None or self._probe[0] != address:  # one client, kept between checks
+            await self._close_probe()
+            client = aioredis.Redis(host=address[0], port=address[1], **self._master_kwargs)
+            self._probe = (address, client)
         try:
             async with asyncio.timeout(QUERY_TIMEOUT):
-                reply = await client.execute_command("ROLE")  # type: ignore[no-untyped-call]
+                reply = await self._probe[1].execute_command("ROLE")  # type: ignore[no-untyped-call]
                 return _text(reply[0])
         except (*_FAILURES, ResponseError) as exc:
             logger.debug("ROLE on %s failed: %s", address, exc)
             return None
-        finally:
+
+    async def _close_probe(self) -> None:
+        probe, self._probe = self._probe, None
+        if probe is not None:
             with contextlib.suppress(*_FAILURES):
-                await client.aclose()
+                await probe[1].aclose()
 
 
 class _MasterConnection(SentinelManagedConnection):

@@ -59,6 +59,7 @@ class SentinelDeployment:
     directory: Path
     data: dict[int, Server] = field(default_factory=dict)  # by port: master and replica
     sentinels: list[Server] = field(default_factory=list)
+    others: list[Server] = field(default_factory=list)  # sentinels that watch nothing
 
     # -- start and stop ----------------------------------------------------------------
 
@@ -76,22 +77,39 @@ class SentinelDeployment:
 
     def stop(self) -> None:
         """End every process this deployment started (idempotent)."""
-        for server in [*self.sentinels, *self.data.values()]:
+        servers = [*self.others, *self.sentinels, *self.data.values()]
+        for server in servers:
             if server.alive:
                 server.process.terminate()
-        for server in [*self.sentinels, *self.data.values()]:
+        for server in servers:
             try:
                 server.process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 server.process.kill()
                 server.process.wait()
 
+    def restart(self, server: Server) -> Server:
+        """Start a data node again on its port, from its config file, with no data."""
+        if server.alive:
+            raise RuntimeError(f"{server.name} is still running")
+        restarted = self._spawn(server.name, (self.directory / f"{server.name}.conf").read_text())
+        self.data[restarted.port] = restarted
+        return restarted
+
+    def start_idle_sentinel(self) -> Server:
+        """A sentinel that monitors nothing: it never announces a switch of this master."""
+        port = _free_port()
+        conf = f"port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {self.directory}\n"
+        server = self._spawn(f"idle-sentinel{len(self.others)}", conf, "--sentinel")
+        self.others.append(server)
+        return server
+
     def _spawn(self, name: str, conf: str, *extra: str) -> Server:
         path = self.directory / f"{name}.conf"
         path.write_text(conf)
         log = self.directory / f"{name}.log"
         port = int(conf.split()[1])
-        with log.open("wb") as out:
+        with log.open("ab") as out:
             process = subprocess.Popen(
                 [find_redis_server(), str(path), *extra],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -92,7 +92,7 @@ def _layer(sentinels: SentinelDeployment, prefix: str) -> BroadcastChannelLayer:
     return BroadcastChannelLayer(hosts=[sentinels.host()], prefix=prefix, **LAYER_OPTIONS)
 
 
-async def _join(layer: BroadcastChannelLayer, tasks: list[asyncio.Task[None]]) -> Member:
+async def _join(layer: BroadcastChannelLayer, tasks: list[asyncio.Task[Any]]) -> Member:
     member = Member(layer, await layer.new_channel())
     await layer.group_add(GROUP, member.channel)
     tasks.append(asyncio.create_task(member.run()))
@@ -129,7 +129,7 @@ async def _scenario(
     nodes = [_layer(sentinels, prefix) for _ in range(2)]
     sender_layer = _layer(sentinels, prefix)
     late_layer: BroadcastChannelLayer | None = None
-    tasks: list[asyncio.Task[None]] = []
+    tasks: list[asyncio.Task[Any]] = []
     group_channel = Keys(prefix).group_channel(GROUP)
     try:
         members = [await _join(node, tasks) for node in nodes for _ in range(2)]
@@ -156,18 +156,23 @@ async def _scenario(
             await asyncio.to_thread(fault)
             fault_done_at = time.monotonic()
             switched_at, (_, new_port) = await clock.switched()
+
+        async def followed() -> float:
+            # Both member nodes subscribed on the new master: they followed the switch.
+            await eventually(
+                lambda: _subscribers(new_port, group_channel) == len(nodes),
+                switched_at + RESUME_BOUND - time.monotonic(),
+            )
+            return time.monotonic()
+
+        resubscribed = asyncio.create_task(followed())
+        tasks.append(resubscribed)
         # Members that join right after the switch, before anyone may have followed it.
         members += [await _join(node, tasks) for node in nodes]
         churning.set()
         await asyncio.wait_for(asyncio.gather(*churners), 30)
         members += churned
-
-        # Both member nodes subscribed on the new master: they followed the switch.
-        await eventually(
-            lambda: _subscribers(new_port, group_channel) == len(nodes),
-            switched_at + RESUME_BOUND - time.monotonic(),
-        )
-        resubscribed_at = time.monotonic()
+        resubscribed_at = await resubscribed
 
         # A process that connects after the switch: everything it sends is delivered.
         late_layer = _layer(sentinels, prefix)
