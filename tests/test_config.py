@@ -53,6 +53,7 @@ def test_an_unknown_key_fails_at_construction_and_names_it():
         ({"symmetric_encryption_keys": "one-key"}, "symmetric_encryption_keys"),
         ({"serializer_format": "yaml"}, "serializer_format"),
         ({"max_message_size": 0}, "max_message_size"),
+        ({"failover_timeout": 0}, "failover_timeout"),
         ({"hosts": [{"master_name": "mymaster"}]}, "sentinels"),
     ],
 )
