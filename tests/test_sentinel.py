@@ -46,9 +46,8 @@ async def test_calls_wait_for_a_master_then_raise_after_failover_timeout(
         assert (await within(member.receive(channel)))["type"] == "before"
 
         master = sentinels.master()
-        # No replica left to promote: the master is gone until it is started again. (In
-        # a thread, as a crash happens while the loop runs: a call on a connection whose
-        # end the loop has not yet read is the dropped-connection fault, not this one.)
+        # No replica left to promote: the master is gone until it is started again.
+        # (In a thread: a crash happens while the loop runs.)
         await asyncio.to_thread(faults.sigkill, sentinels.replica().process)
         await asyncio.to_thread(faults.sigkill, master.process)
 
