@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from redis import asyncio as aioredis
-from redis.asyncio.connection import SSLConnection
 from redis.asyncio.sentinel import (
     MasterNotFoundError,
     SentinelConnectionPool,
@@ -47,6 +47,8 @@ SEARCH_INTERVAL = 0.5
 QUERY_TIMEOUT = 2.0
 _FAILURES = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
 _SENTINEL_KEYS = ("sentinels", "master_name", "sentinel_kwargs")
+#: Options of the master's pool, not of a connection: the ROLE probe's client takes none.
+_POOL_KEYS = ("connection_class", "is_master", "check_connection")
 
 
 def is_sentinel(spec: Mapping[str, Any]) -> bool:
@@ -89,7 +91,8 @@ class MasterWatch:
         if sentinel_kwargs is None:  # redis-py's rule: the master's socket options
             sentinel_kwargs = {k: v for k, v in spec.items() if k.startswith("socket_")}
         self._sentinel_kwargs = dict(sentinel_kwargs)
-        self._master_kwargs = {k: v for k, v in spec.items() if k not in _SENTINEL_KEYS}
+        self._master_kwargs = {k: v for k, v in spec.items()
+                               if k not in _SENTINEL_KEYS + _POOL_KEYS}  # fmt: skip
         self._queried: list[aioredis.Redis] = []
         self._probe: tuple[Address, aioredis.Redis] | None = None
         self.address: Address | None = None
@@ -338,10 +341,6 @@ class _MasterConnection(SentinelManagedConnection):
         return _text((await self.read_response())[0])
 
 
-class _SSLMasterConnection(_MasterConnection, SSLConnection):
-    pass
-
-
 class _MasterPool(SentinelConnectionPool):
     """redis-py's Sentinel pool, with the master's address from a :class:`MasterWatch`."""
 
@@ -381,6 +380,13 @@ class _MasterPool(SentinelConnectionPool):
 def master_pool(spec: Mapping[str, Any], watch: MasterWatch) -> SentinelConnectionPool:
     """A connection pool for a Sentinel ``hosts`` entry whose connections follow ``watch``."""
     kwargs = {k: v for k, v in spec.items() if k not in _SENTINEL_KEYS}
-    ssl = kwargs.pop("ssl", False)
-    kwargs.setdefault("connection_class", _SSLMasterConnection if ssl else _MasterConnection)
+    given = kwargs.get("connection_class")  # e.g. redis-py's SentinelManagedSSLConnection
+    kwargs["connection_class"] = _MasterConnection if given is None else _following(given)
     return _MasterPool(watch, **kwargs)
+
+
+@functools.cache
+def _following(cls: type) -> type:
+    if issubclass(cls, _MasterConnection):
+        return cls
+    return type(f"Following{cls.__name__}", (_MasterConnection, cls), {})
