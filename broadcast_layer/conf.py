@@ -16,6 +16,7 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.connection import parse_url
 
 from .exceptions import ConfigurationError
+from .pools import PoolLimits
 from .retry import DEFAULT_BACKOFF, Backoff
 
 DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
@@ -45,7 +46,14 @@ class LayerConfig:
     heartbeat_interval: float = 5.0
     node_ttl: float = 15.0
     failover_timeout: float = 10.0
+    max_connections: int = 100
+    pool_timeout: float = 5.0
     reconnect_backoff: Backoff = field(default=DEFAULT_BACKOFF)
+
+    @property
+    def pool_limits(self) -> PoolLimits:
+        """The size of each command-connection pool and how long a caller waits for one."""
+        return PoolLimits(self.max_connections, self.pool_timeout)
 
     def capacity_for(self, channel: str) -> int:
         """The capacity of ``channel``: the first matching pattern's, else the default."""
@@ -211,6 +219,8 @@ def build_config(
     heartbeat_interval: float,
     node_ttl: float,
     failover_timeout: float,
+    max_connections: int = 100,
+    pool_timeout: float = 5.0,
 ) -> LayerConfig:
     """Validate the layer's keyword arguments; raise :class:`ConfigurationError` naming the key."""
     if (
@@ -244,4 +254,6 @@ def build_config(
         heartbeat_interval=heartbeat_interval,
         node_ttl=node_ttl,
         failover_timeout=_positive("failover_timeout", failover_timeout),
+        max_connections=_positive("max_connections", max_connections, integer=True),
+        pool_timeout=_positive("pool_timeout", pool_timeout),
     )

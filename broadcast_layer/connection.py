@@ -39,6 +39,7 @@ from redis.retry import Retry as SyncRetry
 
 from . import retry
 from .exceptions import RedisUnavailable
+from .pools import PoolLimits, make_waiting
 from .retry import CONNECTION_ERRORS, NotSent, Retrying, raise_if_cancelled
 from .scripts import Call
 from .sentinel import MasterWatch, SwitchListener, is_sentinel, master_pool
@@ -48,6 +49,7 @@ T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 MessageHandler = Callable[[bytes, bytes], None]
+DEFAULT_LIMITS = PoolLimits()
 _NOT_RETRYABLE = (AuthenticationError, AuthorizationError, NotSent)
 
 
@@ -181,9 +183,15 @@ def make_pool(host: dict[str, Any], watch: MasterWatch | None = None) -> Any:
     return create_pool(host) if watch is None else master_pool(host, watch)
 
 
-def make_client(host: dict[str, Any], watch: MasterWatch | None = None) -> aioredis.Redis:
-    """A redis-py asyncio client for one ``hosts`` entry (URL, dict or Sentinel), guarded."""
-    return aioredis.Redis(connection_pool=guard_pool(make_pool(host, watch)))
+def make_client(
+    host: dict[str, Any], watch: MasterWatch | None = None, limits: PoolLimits = DEFAULT_LIMITS
+) -> aioredis.Redis:
+    """A redis-py asyncio client for one ``hosts`` entry (URL, dict or Sentinel), guarded.
+
+    Its pool waits for a free connection (:func:`~broadcast_layer.pools.make_waiting`).
+    """
+    pool = make_waiting(make_pool(host, watch), host, limits)
+    return aioredis.Redis(connection_pool=guard_pool(pool))
 
 
 async def close_pool(pool: Any) -> None:
@@ -200,8 +208,12 @@ async def close_client(client: aioredis.Redis) -> None:
     await close_pool(client.connection_pool)
 
 
-def make_sync_client(host: dict[str, Any]) -> redis.Redis:
-    """A redis-py synchronous client for one ``hosts`` entry (URL, dict or Sentinel), guarded."""
+def make_sync_client(host: dict[str, Any], limits: PoolLimits = DEFAULT_LIMITS) -> redis.Redis:
+    """A redis-py synchronous client for one ``hosts`` entry (URL, dict or Sentinel), guarded.
+
+    Its pool waits for a free connection (:func:`~broadcast_layer.pools.make_waiting`).
+    """
+    spec = host
     host = dict(host)
     if "address" in host:
         client = redis.Redis.from_url(host.pop("address"), **host)
@@ -212,7 +224,7 @@ def make_sync_client(host: dict[str, Any]) -> redis.Redis:
         client = sentinel.master_for(host.pop("master_name"), **host)  # type: ignore[no-untyped-call]
     else:
         client = redis.Redis(**host)
-    guard_pool(client.connection_pool)
+    guard_pool(make_waiting(client.connection_pool, spec, limits))
     return client
 
 
@@ -228,8 +240,8 @@ def sync_redis_errors() -> Iterator[None]:
 class SyncHost:
     """A synchronous client to one host, with its scripts registered once (thread-safe)."""
 
-    def __init__(self, spec: dict[str, Any]) -> None:
-        self.client = make_sync_client(spec)
+    def __init__(self, spec: dict[str, Any], limits: PoolLimits = DEFAULT_LIMITS) -> None:
+        self.client = make_sync_client(spec, limits)
         self._scripts: dict[str, Any] = {}
 
     def run(self, call: Call[T]) -> T:
@@ -498,6 +510,7 @@ class Host:
         on_message: MessageHandler,
         backoff: retry.Backoff,
         failover_timeout: float = 10.0,
+        limits: PoolLimits = DEFAULT_LIMITS,
     ) -> None:
         #: For a Sentinel host: where the master is; both pools follow it.
         self.watch = (
@@ -505,7 +518,7 @@ class Host:
             if is_sentinel(spec)
             else None
         )
-        self.client = make_client(spec, self.watch)
+        self.client = make_client(spec, self.watch, limits)
         self.subscriber = Subscriber(spec, on_message, backoff, make_pool(spec, self.watch))
         self.on_master_switch(self._follow_master)
         self._scripts: dict[str, AsyncScript] = {}

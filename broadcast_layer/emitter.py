@@ -69,7 +69,8 @@ class Emitter:
     def __init__(self, alias: str = "default") -> None:
         self.layer = get_layer(alias)
         self._keys = Keys(self.layer.config.prefix)
-        self._hosts = [SyncHost(spec) for spec in self.layer.config.hosts]
+        limits = self.layer.config.pool_limits
+        self._hosts = [SyncHost(spec, limits) for spec in self.layer.config.hosts]
 
     def _host(self, name: str) -> SyncHost:
         return self._hosts[shard_index(name, len(self._hosts))]

@@ -6,7 +6,7 @@ Hierarchy::
     ├── ConfigurationError (also ValueError)   bad CONFIG at construction
     ├── EmbeddedRedisError                      no redis-server, or it would not start
     ├── RedisUnavailable                        Redis could not be reached (see below)
-    │   └── PoolExhausted                       the host's connection pool is full
+    │   └── PoolExhausted                       no pooled connection came free in pool_timeout
     ├── InvalidName (also TypeError)            a group or channel name breaks the name rules
     ├── InvalidMessage (also TypeError)         not a dict, or not serializable
     │   └── MessageTooDeep                      containers nested deeper than MAX_NESTING
@@ -62,10 +62,12 @@ class RedisUnavailable(BroadcastLayerError, ConnectionError):
 
 
 class PoolExhausted(RedisUnavailable):
-    """Every connection of a host's pool is in use (redis-py's ``max_connections``).
+    """Every connection of a host's pool stayed in use for ``pool_timeout`` seconds.
 
-    Redis itself may be fine: the process runs more concurrent commands than the pool
-    allows. Nothing was sent. Raise ``max_connections`` in the host entry.
+    Redis itself may be fine: the process ran more concurrent commands than
+    ``max_connections`` allows for longer than the wait. Nothing was sent. Raise
+    ``max_connections`` or ``pool_timeout`` in ``CONFIG`` (or the host entry's own
+    ``max_connections``).
     """
 
 

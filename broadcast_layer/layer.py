@@ -86,6 +86,8 @@ class BroadcastChannelLayer(BaseChannelLayer):
         heartbeat_interval: float = 5.0,
         node_ttl: float = 15.0,
         failover_timeout: float = 10.0,
+        max_connections: int = 100,
+        pool_timeout: float = 5.0,
     ) -> None:
         self.config: LayerConfig = build_config(
             hosts=hosts,
@@ -101,6 +103,8 @@ class BroadcastChannelLayer(BaseChannelLayer):
             heartbeat_interval=heartbeat_interval,
             node_ttl=node_ttl,
             failover_timeout=failover_timeout,
+            max_connections=max_connections,
+            pool_timeout=pool_timeout,
         )
         super().__init__(expiry=expiry, capacity=capacity)
         self.channel_capacity = list(self.config.channel_capacity)  # what get_capacity() reads

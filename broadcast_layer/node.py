@@ -72,7 +72,8 @@ class Node:
         self._serializer = serializer
         self._expiry_ms = int(config.expiry * 1000)
         self._hosts = [Host(spec, self._on_message, config.reconnect_backoff,
-                            config.failover_timeout) for spec in config.hosts]  # fmt: skip
+                            config.failover_timeout, config.pool_limits)
+                       for spec in config.hosts]  # fmt: skip
         self._node_channel = self.keys.node_channel(self.id)
         self._node_channel_bytes = self._node_channel.encode()
         self._group_prefix = self.keys.group_channel("").encode()

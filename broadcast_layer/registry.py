@@ -21,6 +21,7 @@ from .conf import LayerConfig
 from .globs import compile_glob
 from .keys import Keys, node_of
 from .scripts import Call
+from .singleflight import SingleFlight
 from .validation import require_valid_channel_name, require_valid_group_name
 
 if TYPE_CHECKING:
@@ -316,15 +317,24 @@ class RegistryCalls:
 class Registry:
     """Registry queries for async code, on the layer's own connections.
 
-    Get it from ``layer.registry``. Every method is one Redis round trip.
+    Get it from ``layer.registry``. Every method is one Redis round trip, shared by
+    identical concurrent calls on the same event loop (single-flight, see
+    docs/registry.md): callers of one flight get equal results, and the result
+    objects inside them (``Member``, ``ChannelInfo`` and their dicts) are shared, so
+    treat them as read-only.
     """
 
     def __init__(self, layer: BroadcastChannelLayer) -> None:
         self._layer = layer
         self.calls = RegistryCalls(layer.config)
+        self._flights = SingleFlight()
 
     async def _run(self, call: Call[T]) -> T:
-        return await self._layer._run_registry(call)
+        key = (call.script, tuple(call.keys), tuple(call.args))
+        result = await self._flights.run(key, lambda: self._layer._run_registry(call))
+        if isinstance(result, list):  # each caller may sort or extend its own list
+            return list(result)  # type: ignore[return-value]
+        return result
 
     async def rooms(
         self, pattern: str | None = None, order: Order = "name", offset: int = 0, limit: int = 50
@@ -355,7 +365,7 @@ class Registry:
     async def groups_of(self, channel: str) -> dict[str, datetime]:
         """The groups a process-specific channel is in, with join times."""
         info = await self._run(self.calls.channel(channel))
-        return info.groups if info else {}
+        return dict(info.groups) if info else {}
 
     async def channel(self, channel: str) -> ChannelInfo | None:
         """Everything the registry knows about one process-specific channel."""
@@ -381,7 +391,7 @@ class SyncRegistry:
         from .connection import SyncHost
 
         self.calls = RegistryCalls(config)
-        self._host = SyncHost(config.hosts[0])
+        self._host = SyncHost(config.hosts[0], config.pool_limits)
 
     def _run(self, call: Call[T]) -> T:
         return self._host.run(call)

@@ -100,7 +100,9 @@ def raise_if_cancelled() -> None:
 
 
 def pool_exhausted(exc: BaseException) -> bool:
-    """True when ``exc`` is redis-py's "the pool has no connection to give"."""
+    """True when ``exc`` is redis-py's "the pool has no connection to give", or ours."""
+    if isinstance(exc, PoolExhausted):  # the wait for a connection already ran out
+        return True
     if isinstance(exc, MaxConnectionsError) and MaxConnectionsError is not RedisConnectionError:
         return True
     return isinstance(exc, RedisConnectionError) and str(exc).startswith(_POOL_MESSAGES)
