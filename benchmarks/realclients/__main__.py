@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import tempfile
 import time
@@ -21,6 +22,8 @@ from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from broadcast_layer.embedded import EmbeddedRedis
 
@@ -42,6 +45,7 @@ TARGETS = {
         Target("demo-both", "demo", "daphne", "broadcast", gc="both"),
     )
 }
+QUIET, MAX_DRAIN = 3.0, 30.0  # end of a run: no line for QUIET s, or MAX_DRAIN s at most
 DEFAULT_TARGETS = "demo,plain,pubsub,uvicorn,plain-freeze,plain-both"
 
 
@@ -50,9 +54,10 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--clients", default="500,1000,2000", help="comma-separated C values")
     parser.add_argument("--targets", default=DEFAULT_TARGETS,
                         help=f"comma-separated, among {', '.join(TARGETS)}")  # fmt: skip
+    parser.add_argument("--gc-at", help="C values at which GC variants run (default: largest C)")
     parser.add_argument("--rooms", type=int, default=20)
     parser.add_argument("--rate", type=float, default=20.0, help="chat lines per second, total")
-    parser.add_argument("--duration", type=float, default=15.0, help="seconds of chat")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of chat")
     parser.add_argument("--procs", type=int, default=4, help="client processes")
     parser.add_argument("--in-flight", type=int, default=100, help="handshakes in flight, total")
     parser.add_argument("--presence-poll", type=float, default=2.0,
@@ -82,7 +87,7 @@ def run_one(target: Target, c: int, args: argparse.Namespace, redis_url: str,
                 except BenchError as exc:
                     print(f"  (close: {exc})")
                 clients.stop()
-            nodes.stop()
+            nodes.stop(keep_logs=RESULTS / "realclients-logs" / f"{target.name}-{c}")
 
 
 def _measure(target: Target, c: int, args: argparse.Namespace, nodes: Nodes, clients: Clients,
@@ -103,13 +108,14 @@ def _measure(target: Target, c: int, args: argparse.Namespace, nodes: Nodes, cli
     time.sleep(2.0)  # the joins' after-effects (the demo's presence lists) settle
     rss_connected, join_gc = nodes.rss(), nodes.gc_stats()
     cpu2, redis2, wall2 = nodes.cpu(), redis_cpu.seconds(), time.monotonic()
-    drain = 3.0
+    busy = psutil.cpu_times()
     sends = clients.order(
-        "send", timeout=args.duration + drain + 60,
+        "send", timeout=args.duration + MAX_DRAIN + 60,
         per_client=[{"offset": p / args.rate} for p in range(procs)],
         start=time.monotonic() + 0.5, duration=args.duration, rate=args.rate / procs,
-        drain=drain,
+        quiet=QUIET, max_drain=MAX_DRAIN,
     )  # fmt: skip
+    machine = _machine_busy(busy, psutil.cpu_times())
     cpu3, redis3, wall3 = nodes.cpu(), redis_cpu.seconds(), time.monotonic()
     send_gc = nodes.gc_stats()
     lines_by_room: dict[str, list[str]] = defaultdict(list)
@@ -161,7 +167,16 @@ def _measure(target: Target, c: int, args: argparse.Namespace, nodes: Nodes, cli
         "redis_cpu_send_s": redis3 - redis2,
         "send_wall_s": wall3 - wall2,
         "gc_join": join_gc, "gc_send": send_gc,
+        "loadavg_1min": os.getloadavg()[0], "machine_busy_send": machine,
+        "own_cpu_send_s": sum(send_cpu) + sum(r["cpu"] for r in sends) + redis3 - redis2,
     }  # fmt: skip
+
+
+def _machine_busy(before: Any, after: Any) -> float:
+    """The share of every core that was busy (anyone's processes) between two readings."""
+    idle = (after.idle + after.iowait) - (before.idle + before.iowait)
+    total = sum(after) - sum(before)
+    return 1 - idle / total if total else 0.0
 
 
 def _versions() -> dict[str, str]:
@@ -177,6 +192,7 @@ def main() -> int:
     args = _parse()
     sizes = [int(n) for n in args.clients.split(",")]
     targets = [TARGETS[name] for name in args.targets.split(",")]
+    gc_at = {int(n) for n in args.gc_at.split(",")} if args.gc_at else {max(sizes)}
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"realclients-{datetime.now(UTC):%Y%m%d-%H%M%S}.json"
     runs: list[dict[str, Any]] = []
@@ -186,6 +202,8 @@ def main() -> int:
         try:
             for c in sizes:
                 for target in targets:
+                    if target.gc != "default" and c not in gc_at:
+                        continue
                     print(f"{target.name} C={c} ...", flush=True)
                     try:
                         run = run_one(target, c, args, server.url, redis_cpu)

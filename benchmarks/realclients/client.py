@@ -47,6 +47,7 @@ class Client:
         self.polls: list[asyncio.Task[None]] = []
         self.sent: list[tuple[str, str]] = []  # (line id, room)
         self.send_failures = 0
+        self.last_line = 0.0  # when the latest chat line arrived
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -101,6 +102,7 @@ class Client:
                 line, _, sent_at = data["text"].rpartition(" ")
                 peer.received[line] += 1
                 self.latencies.append(now - float(sent_at))
+                self.last_line = now
         except ConnectionClosed as exc:
             if peer.closed_at is None:
                 peer.close_code = exc.rcvd.code if exc.rcvd else 1006
@@ -120,8 +122,12 @@ class Client:
     # -- send -----------------------------------------------------------------------
 
     async def op_send(self, start: float, duration: float, rate: float, offset: float,
-                      drain: float) -> dict[str, Any]:  # fmt: skip
-        """Send ``rate`` lines/s from random open connections, then wait ``drain`` s."""
+                      quiet: float, max_drain: float) -> dict[str, Any]:  # fmt: skip
+        """Send ``rate`` lines/s from random open connections, then drain.
+
+        The drain ends when no chat line has arrived for ``quiet`` seconds, or after
+        ``max_drain`` seconds: a line that has not arrived by then counts as lost.
+        """
         self.latencies = array("d")
         for peer in self.peers:
             peer.received.clear()
@@ -145,7 +151,11 @@ class Client:
                 self.sent.append((line, peer.room))
             except ConnectionClosed:
                 self.send_failures += 1
-        await asyncio.sleep(drain)  # lines still travelling
+        ended = time.monotonic()
+        while time.monotonic() - max(self.last_line, ended) < quiet:
+            if time.monotonic() - ended > max_drain:
+                break
+            await asyncio.sleep(0.2)  # lines still travelling: watch for quiet
         return {"sent": self.sent, "send_failures": self.send_failures, "cpu": _cpu() - cpu}
 
     # -- tally ----------------------------------------------------------------------

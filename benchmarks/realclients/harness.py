@@ -10,6 +10,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -141,7 +142,8 @@ class Nodes:
             stats.append(json.loads(path.read_text()))
         return stats
 
-    def stop(self) -> None:
+    def stop(self, keep_logs: Path | None = None) -> None:
+        """Stop every process; copy their logs to ``keep_logs`` if given."""
         for process in self.processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGINT)
@@ -151,6 +153,10 @@ class Nodes:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        if keep_logs is not None:
+            keep_logs.mkdir(parents=True, exist_ok=True)
+            for log in self.workdir.glob("*.log"):
+                shutil.copy(log, keep_logs / log.name)
 
 
 class Clients:
