@@ -45,8 +45,8 @@ TARGETS = {
         Target("demo-both", "demo", "daphne", "broadcast", gc="both"),
     )
 }
-QUIET, MAX_DRAIN = 3.0, 30.0  # end of a run: no line for QUIET s, or MAX_DRAIN s at most
-DEFAULT_TARGETS = "demo,plain,pubsub,uvicorn,plain-freeze,plain-both"
+QUIET, MAX_DRAIN = 3.0, 20.0  # a run ends when no line came for QUIET s, or after MAX_DRAIN s
+DEFAULT_TARGETS = "demo,plain,pubsub,uvicorn,plain-freeze,plain-threshold"
 
 
 def _parse() -> argparse.Namespace:

@@ -125,8 +125,9 @@ class Client:
                       quiet: float, max_drain: float) -> dict[str, Any]:  # fmt: skip
         """Send ``rate`` lines/s from random open connections, then drain.
 
-        The drain ends when no chat line has arrived for ``quiet`` seconds, or after
-        ``max_drain`` seconds: a line that has not arrived by then counts as lost.
+        The drain ends when no chat line has arrived for ``quiet`` seconds (once lines
+        have started to arrive), or after ``max_drain`` seconds: a line that has not
+        arrived by then counts as lost.
         """
         self.latencies = array("d")
         for peer in self.peers:
@@ -152,8 +153,9 @@ class Client:
             except ConnectionClosed:
                 self.send_failures += 1
         ended = time.monotonic()
-        while time.monotonic() - max(self.last_line, ended) < quiet:
-            if time.monotonic() - ended > max_drain:
+        while time.monotonic() - ended < max_drain:
+            arriving = self.last_line > start
+            if arriving and time.monotonic() - max(self.last_line, ended) >= quiet:
                 break
             await asyncio.sleep(0.2)  # lines still travelling: watch for quiet
         return {"sent": self.sent, "send_failures": self.send_failures, "cpu": _cpu() - cpu}
