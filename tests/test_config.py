@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import time
 
@@ -254,6 +255,9 @@ async def test_sentinel_hosts_find_the_master(sentinel_port, prefix):
         await a.group_add("via-sentinel", channel)
         await b.group_send("via-sentinel", {"type": "m"})
         assert await within(a.receive(channel)) == {"type": "m"}
+        # The sync registry's waiting pool finds the master through the sentinels too.
+        assert await asyncio.to_thread(b.sync_registry.room_size, "via-sentinel") == 1
+        b.sync_registry.close()
     finally:
         await a.close()
         await b.close()
