@@ -22,6 +22,13 @@ from broadcast_layer.exceptions import EmbeddedRedisError
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_USER = "admin"
+#: Daphne with tuned garbage collection: young collections every 50,000 allocations
+#: rather than 700, and start-up objects frozen out of full collections. Measured with
+#: `python -m benchmarks.realclients` (docs/performance.md, "Garbage collection").
+DAPHNE = (
+    "import gc; gc.set_threshold(50_000, 20, 100); import demo_chat.asgi; gc.collect(); "
+    "gc.freeze(); from daphne.cli import CommandLineInterface as c; c.entrypoint()"
+)
 #: While the demo runs, `manage.py broadcast` and `rooms` in another shell read the
 #: embedded Redis's URL (and password) from here; only this user can read it.
 REDIS_URL_FILE = ROOT / ".demo" / "redis_url"
@@ -54,7 +61,7 @@ def _start_nodes(
     for name, port in nodes:
         processes.append(
             subprocess.Popen(
-                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+                [sys.executable, "-c", DAPHNE, "-b", "127.0.0.1", "-p", str(port),
                  "demo_chat.asgi:application"],
                 cwd=ROOT,
                 env={**env, "NODE_NAME": name},
