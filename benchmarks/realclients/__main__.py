@@ -35,18 +35,18 @@ RESULTS = ROOT / "benchmarks" / "results"
 TARGETS = {
     target.name: target
     for target in (
-        Target("demo", "demo", "daphne", "broadcast"),
+        Target("demo", "demo", "daphne", "broadcast", gc="both"),  # as demo_chat/launcher.py
         Target("plain", "plain", "daphne", "broadcast"),
         Target("pubsub", "plain", "daphne", "pubsub"),
         Target("uvicorn", "plain", "uvicorn", "broadcast"),
         Target("plain-freeze", "plain", "daphne", "broadcast", gc="freeze"),
         Target("plain-threshold", "plain", "daphne", "broadcast", gc="threshold"),
         Target("plain-both", "plain", "daphne", "broadcast", gc="both"),
-        Target("demo-both", "demo", "daphne", "broadcast", gc="both"),
+        Target("demo-default-gc", "demo", "daphne", "broadcast"),
     )
 }
 QUIET, MAX_DRAIN = 3.0, 20.0  # a run ends when no line came for QUIET s, or after MAX_DRAIN s
-DEFAULT_TARGETS = "demo,plain,pubsub,uvicorn,plain-freeze,plain-threshold"
+DEFAULT_TARGETS = "demo,plain,pubsub,uvicorn,plain-freeze,plain-threshold,plain-both"
 
 
 def _parse() -> argparse.Namespace:
