@@ -43,6 +43,7 @@ class Target:
     server: str  # "daphne" or "uvicorn"
     layer: str  # "broadcast" or "pubsub"
     gc: str = "default"
+    variant: bool = False  # a GC variant: run only at the C values of --gc-at
 
 
 def free_port() -> int:
