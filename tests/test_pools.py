@@ -107,10 +107,13 @@ async def test_pool_exhausted_is_raised_only_after_pool_timeout(
     await within(layer.send("pool-other", {"type": "m"}))  # the pool recovers at once
 
 
-def test_sync_clients_wait_for_a_connection_then_raise_pool_exhausted(redis_url, prefix):
+def test_sync_clients_wait_for_a_connection_then_raise_pool_exhausted(
+    redis_url, prefix, redis_client
+):
     layer = BroadcastChannelLayer(hosts=[redis_url], prefix=prefix)
     call = RegistryCalls(layer.config).room_size("sync-pool")
-    host = SyncHost({"address": redis_url}, PoolLimits(max_connections=2, timeout=30))
+    spec, name = _named_host(redis_url)
+    host = SyncHost(spec, PoolLimits(max_connections=2, timeout=30))
     errors: list[BaseException] = []
 
     def ask() -> None:
@@ -127,7 +130,7 @@ def test_sync_clients_wait_for_a_connection_then_raise_pool_exhausted(redis_url,
         for thread in threads:
             thread.join(60)
         assert not errors
-        assert len(host.client.connection_pool._connections) <= 2
+        assert 1 <= _clients(redis_client, name) <= 2
     finally:
         host.close()
 
