@@ -121,7 +121,7 @@ def unavailable(exc: BaseException) -> RedisUnavailable:
     """The public exception for a redis-py connection error (chain ``exc`` as its cause)."""
     if pool_exhausted(exc):
         return PoolExhausted(
-            f"Redis connection pool exhausted ({exc}): raise max_connections in the host entry"
+            f"Redis connection pool exhausted ({exc}): raise CONFIG max_connections or pool_timeout"
         )
     return RedisUnavailable(f"Redis is unreachable: {exc}")
 
