@@ -121,7 +121,8 @@ class Command(OneLineErrorsCommand):
         else:
             raise CommandError("Name a group, or use --user, --channel or --all")
         if len(args) > 1:
-            raise CommandError(f"Unexpected arguments: {' '.join(args[1:])}")
+            extra = " ".join(repr(arg) for arg in args[1:])  # repr: one line, whatever they hold
+            raise CommandError(f"Unexpected arguments: {extra[:200]}")
         text = args[0] if args else None
         if options["stdin"] and text is not None:
             raise CommandError("Give the text as an argument or with --stdin, not both")
