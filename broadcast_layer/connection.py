@@ -568,20 +568,24 @@ class Host:
     async def run_all(self, calls: list[Call[Any]]) -> list[Any]:
         """Run calls in one pipeline (one round trip); a failed call's entry is its exception.
 
-        The pipeline is retried after a connection error only when every call in it is
+        Redis runs them in order, also when it had lost a script (see below). The
+        pipeline is retried after a connection error only when every call in it is
         idempotent, or when it was not sent at all.
         """
-        for source in {call.script for call in calls} - self._loaded:
-            await self._load(source)  # once per script, so a batch never
-            self._loaded.add(source)  # half-fails on a script Redis has not seen yet
+        await self._load_scripts(calls)  # once per script, so a batch rarely half-fails
         replies = await self._pipeline(calls)
-        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-        if missing:  # Redis lost its scripts (a restart): load them, retry those calls
-            for source in {calls[i].script for i in missing}:
-                await self._load(source)
-            for i, reply in zip(missing, await self._pipeline([calls[i] for i in missing]),
-                                strict=True):  # fmt: skip
-                replies[i] = reply
+        for _ in range(3):  # bounded: Redis could keep flushing its scripts
+            first = next((i for i, r in enumerate(replies) if isinstance(r, NoScriptError)), None)
+            if first is None:
+                break
+            # Redis lost its scripts (a restart, SCRIPT FLUSH) and skipped this call, but
+            # may have run later calls of the batch whose script it had: run the whole
+            # tail again, in order, so no write overtakes an earlier one. The calls run
+            # here are idempotent (registry writes, heartbeats) or come in batches of
+            # one script (RELEASE), where every call after a NOSCRIPT fails the same way.
+            self._loaded.clear()
+            await self._load_scripts(calls[first:])
+            replies[first:] = await self._pipeline(calls[first:])
         results: list[Any] = []
         for call, reply in zip(calls, replies, strict=True):
             if isinstance(reply, Exception):
@@ -592,6 +596,11 @@ class Host:
             except Exception as exc:
                 results.append(exc)
         return results
+
+    async def _load_scripts(self, calls: list[Call[Any]]) -> None:
+        for source in {call.script for call in calls} - self._loaded:
+            await self._load(source)
+            self._loaded.add(source)
 
     async def _pipeline(self, calls: list[Call[Any]]) -> list[Any]:
         idempotent = all(call.idempotent for call in calls)
