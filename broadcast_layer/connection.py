@@ -526,6 +526,7 @@ class Host:
         self._pending: list[tuple[Call[Any], asyncio.Future[Any]]] = []
         self._pending_wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        self.failed_writes = 0  # submitted writes that failed: the registry may lack them
         self._publishing = False
         self._publish_queue: list[tuple[str, bytes, asyncio.Future[int]]] = []
         self._publish_flusher: asyncio.Task[None] | None = None
@@ -693,6 +694,8 @@ class Host:
                 raise_if_cancelled()
                 results = [exc] * len(batch)
             for (_, future), result in zip(batch, results, strict=True):
+                if isinstance(result, Exception):
+                    self.failed_writes += 1
                 if future.done():
                     continue
                 if isinstance(result, Exception):

@@ -65,6 +65,10 @@ class Keys:
         """Hash of a node's channels: channel -> JSON record of its groups and metadata."""
         return f"{self.prefix}:node:{{{node_id}}}:channels"
 
+    def node_channels_staging(self, node_id: str) -> str:
+        """Where a re-assert builds a node's channel records before they replace the old ones."""
+        return f"{self.prefix}:node:{{{node_id}}}:channels:next"
+
     def patterns(self) -> tuple[str, ...]:
         """Globs matching every key the layer stores under this prefix, and no other's.
 

@@ -28,6 +28,7 @@ from .drops import FullMailboxLog
 from .exceptions import ChannelFull, RedisUnavailable
 from .keys import Keys, node_of, shard_index
 from .mailbox import Letter, Mailbox
+from .reassert import LocalRecords
 from .registry import RegistryCalls
 from .retry import CONNECTION_ERRORS, raise_if_cancelled
 from .scripts import Call
@@ -53,6 +54,7 @@ class NodeStats:
     reconnects: int
     #: Messages that could not be opened: undecodable, forged or replayed.
     rejected: int = 0
+    reasserts: int = 0
 
 
 def _copier(message: dict[str, Any]) -> Callable[[], dict[str, Any]]:
@@ -87,7 +89,7 @@ class Node:
         self.calls = RegistryCalls(config)
         self.registry = self._hosts[0]  # the registry lives on the first host
         self.registry.on_master_switch(self._registry_moved)
-        self._metadata: dict[str, dict[str, Any]] = {}  # set on this node's channels
+        self.records = LocalRecords(self.calls, self.id)
         self._started = time.time()
         self._registered = False  # this node may have records in the registry
         self._acks: dict[str, asyncio.Future[bool]] = {}
@@ -128,6 +130,7 @@ class Node:
             dropped=self.dropped,
             reconnects=sum(host.subscriber.reconnects for host in self._hosts),
             rejected=self._drops.count,
+            reasserts=self.records.reasserts,
         )
 
     # -- channels ----------------------------------------------------------------------
@@ -137,10 +140,12 @@ class Node:
         await self._listen()
         name = f"{prefix}.{self.id}!{uuid.uuid4().hex[:12]}"
         self.mailboxes[name] = Mailbox(self.config.capacity_for(name))
+        self.records.open(name)
         try:
             await self._registry_wait(self.registry.submit(self.calls.open(name, self.id)))
         except BaseException:
             del self.mailboxes[name]  # no channel half made
+            self.records.forget(name)
             raise
         return name
 
@@ -258,10 +263,10 @@ class Node:
         here and in the registry. Returns the groups left without local members.
         """
         mailbox = self.mailboxes.pop(channel)
-        self._metadata.pop(channel, None)
         for _, _, counted, _ in mailbox.drain():
             if counted:
                 self._release(channel)
+        self.records.forget(channel)
         self.registry.submit_quietly(self.calls.close(channel, self.id))
         return self.subscriptions.remove_channel(channel)
 
@@ -338,6 +343,8 @@ class Node:
         """Attach JSON metadata (user id, display name...) to a channel's registry record.
 
         Returns False (and records nothing) when the registry does not know the channel.
+        A channel of this node is known while it exists here: the node keeps its metadata
+        and, if Redis lost the record, writes both back with its next re-assert.
         """
         owner = node_of(channel)
         if owner is None:
@@ -345,15 +352,24 @@ class Node:
         if not isinstance(metadata, dict):
             raise TypeError("metadata must be a dict")
         try:
-            size = len(json.dumps(metadata))
+            text = json.dumps(metadata)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"metadata must be JSON-serializable: {exc}") from None
-        if size > MAX_METADATA_BYTES:
-            raise ValueError(f"metadata is {size} bytes of JSON; the limit is {MAX_METADATA_BYTES}")
-        known = bool(await self.registry.run(self.calls.set_metadata(channel, owner, metadata)))
-        if known and owner == self.id and channel in self.mailboxes:
-            self._metadata[channel] = metadata  # written again after a failover
-        return known
+        if len(text) > MAX_METADATA_BYTES:
+            raise ValueError(
+                f"metadata is {len(text)} bytes of JSON; the limit is {MAX_METADATA_BYTES}"
+            )
+        # Through the writer, so it is ordered with this node's joins and re-asserts.
+        written = self.registry.submit(self.calls.set_metadata(channel, owner, metadata))
+        if owner != self.id or not (
+            self.records.opened(channel) or self.subscriptions.groups_of(channel)
+        ):
+            found: int = await self._registry_wait(written)
+            return bool(found)
+        self.records.set_metadata(channel, text)  # before any await: re-asserts include it
+        if not await self._registry_wait(written):
+            self.records.mark_lost()  # Redis lost the channel's record: re-assert it
+        return True
 
     async def group_send(self, group: str, data: bytes) -> int:
         """Publish a serialized message once to the group's channel; return nodes reached."""
@@ -532,33 +548,67 @@ class Node:
             try:
                 if emptied:
                     await self._unsubscribe(sorted(set(emptied)))
-                for failure in await self.registry.run_all(calls):
+                results = await self.registry.run_all(calls)
+                for failure in results:
                     if isinstance(failure, Exception):
                         logger.warning("Heartbeat call failed: %s", failure)
+                if self._registered and not isinstance(results[0], Exception):
+                    await self._reassert_if_lost(generation_seen=bool(results[0]))
             except CONNECTION_ERRORS as exc:
                 raise_if_cancelled()
                 logger.warning("Heartbeat failed (%s); retrying in %.1fs", exc, interval)
 
     async def _registry_moved(self, address: tuple[str, int]) -> None:
-        """The registry's master switched (Sentinel): write this node's records there again.
+        """The registry's master switched (Sentinel): re-assert this node's records there.
 
         Writes the old master took after the replica's promotion, or that had not reached
-        the replica, are lost with it. Every write here is idempotent (OPEN never
-        overwrites, JOIN refreshes the join time, SET_METADATA replaces), goes through the
-        ordered writer after the switch, and so lands on the new master.
+        the replica, are lost with it; the re-assert is idempotent and ordered.
         """
         if not self._registered:
             return
-        calls: list[Call[Any]] = [self.calls.heartbeat(self.id, self._started, len(self.mailboxes))]
-        calls += [self.calls.open(channel, self.id) for channel in self.mailboxes]
-        for group in self.subscriptions.wanted():
-            calls += [self.calls.join(group, channel, self.id)
-                      for channel in self.subscriptions.members(group)]  # fmt: skip
-        calls += [self.calls.set_metadata(channel, self.id, metadata)
-                  for channel, metadata in self._metadata.items()]  # fmt: skip
-        logger.info("Re-asserting %d registry records on the new master %s", len(calls), address)
-        for call in calls:
-            self.registry.submit_quietly(call)
+        logger.info("Registry master switched to %s: re-asserting node %s", address, self.id)
+        self.records.mark_lost()
+        await self._reassert_if_lost(True)
+
+    def _loss_counters(self) -> tuple[int, int]:
+        reconnects = sum(host.subscriber.reconnects for host in self._hosts)
+        return reconnects, self.registry.failed_writes
+
+    async def _reassert_if_lost(self, generation_seen: bool) -> None:
+        reason = self.records.loss(generation_seen, *self._loss_counters())
+        if reason is None:
+            return
+        logger.info("Re-asserting node %s's registry records: %s", self.id, reason)
+        try:
+            await self.reassert()
+        except Exception as exc:  # the next heartbeat tries again
+            raise_if_cancelled()
+            logger.warning("Could not re-assert the registry records (%s)", exc)
+
+    async def reassert(self) -> None:
+        """Rewrite this node's records in the registry from its memory (idempotent).
+
+        Its node record, every channel record with its groups, join times and metadata,
+        the group member sets, its count in each group and the room indexes end up as
+        this node's joins, opens and metadata calls would have left them, and records
+        Redis holds for this node beyond those are removed. Ordered with the node's other
+        registry writes. Raises :class:`RedisUnavailable` when Redis does not confirm it
+        within ``subscribe_timeout`` (the next heartbeat tries again).
+        """
+        calls = self.records.reassert_calls(
+            self.subscriptions, len(self.mailboxes), self._started, *self._loss_counters()
+        )
+        self._registered = True
+        writes = [self.registry.submit(call) for call in calls]
+        try:
+            results = await self._registry_wait(asyncio.gather(*writes, return_exceptions=True))
+        except BaseException:
+            self.records.mark_lost()
+            raise
+        for result in results:
+            if isinstance(result, BaseException):
+                self.records.mark_lost()
+                raise result
 
     async def _registry_wait(self, write: asyncio.Future[T]) -> T:
         """Wait for a submitted registry write, bounded like a subscription."""

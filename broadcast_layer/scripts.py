@@ -194,14 +194,19 @@ redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(record))
 return 1
 """)
 
-# KEYS: node(N), nodes index. ARGV: id, host, pid, started, channels, prefix, ttl (s).
+# KEYS: node(N), nodes index. ARGV: id, host, pid, started, channels, prefix, ttl (s),
+# [generation]. Returns 1 if the record had a generation before this call, else 0: the
+# node's records may be missing (a new node, or Redis lost them) and need a re-assert,
+# which ends by writing a generation (see REASSERT_* below).
 HEARTBEAT = _registry_script("""
 local t = now()
+local had = redis.call('HEXISTS', KEYS[1], 'gen')
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'host', ARGV[2], 'pid', ARGV[3],
            'started', ARGV[4], 'heartbeat', t, 'channels', ARGV[5], 'prefix', ARGV[6])
+if ARGV[8] then redis.call('HSET', KEYS[1], 'gen', ARGV[8]) end
 redis.call('PEXPIRE', KEYS[1], math.floor(tonumber(ARGV[7]) * 1000))
 redis.call('ZADD', KEYS[2], t, ARGV[1])
-return 1
+return had
 """)
 
 # KEYS: nodes index, rooms by-size, rooms by-name. ARGV: prefix, ttl (s), max, [node ids].
@@ -425,13 +430,120 @@ HGETALL = """
 return redis.call('HGETALL', KEYS[1])
 """
 
+
+# -- the re-assert: a node rewrites its records as its memory holds them ---------------
+# Sent as one pipeline through the node's ordered writer: REASSERT_BEGIN, one
+# REASSERT_CHANNELS per chunk of channels, REASSERT_SWAP, one REASSERT_GROUPS per chunk
+# of groups, then HEARTBEAT with a generation. Every step sets values rather than
+# adding to them, so running the whole sequence again changes nothing.
+_RESIZE = """
+local function resize(by_size, by_name, group, members)
+  local size = redis.call('ZCARD', members)
+  if size > 0 then
+    redis.call('ZADD', by_size, size, group)
+    redis.call('ZADD', by_name, 0, group)
+  else
+    redis.call('ZREM', by_size, group)
+    redis.call('ZREM', by_name, group)
+  end
+end
+"""
+
+# KEYS: the node's staging hash. Clears what an interrupted re-assert left.
+REASSERT_BEGIN = """
+return redis.call('DEL', KEYS[1])
+"""
+
+# KEYS: node channels(N), staging hash(N). ARGV: prefix, tolerance (s), JSON list of
+# [channel, seconds since opened (-1: never opened), metadata JSON ("": keep Redis's),
+# {group: seconds since joined}]. Adds missing memberships and stages each channel's
+# record. A stored join time within `tolerance` of the node's is kept, so a repeated
+# re-assert rewrites the same values.
+REASSERT_CHANNELS = _registry_script("""
+local t, prefix, tolerance = now(), ARGV[1], tonumber(ARGV[2])
+for _, entry in ipairs(cjson.decode(ARGV[3])) do
+  local channel, opened, metadata = entry[1], tonumber(entry[2]), entry[3]
+  local old = decode(redis.call('HGET', KEYS[1], channel))
+  local record, first = {g = {}}, nil
+  for group, age in pairs(entry[4]) do
+    local members = prefix .. ':members:{' .. group .. '}'
+    local joined = t - tonumber(age)
+    local stored = redis.call('ZSCORE', members, channel)
+    if stored and math.abs(tonumber(stored) - joined) <= tolerance then
+      joined = tonumber(stored)
+    else
+      redis.call('ZADD', members, joined, channel)
+    end
+    record.g[group] = joined
+    if first == nil or joined < first then first = joined end
+  end
+  record.t = old.t or (opened >= 0 and t - opened) or first or t
+  if metadata ~= '' then record.m = metadata else record.m = old.m end
+  redis.call('HSET', KEYS[2], channel, cjson.encode(record))
+end
+return 1
+""")
+
+# KEYS: node channels(N), staging hash(N), rooms by-size, rooms by-name. ARGV: prefix,
+# node. Removes the memberships Redis holds for the node and the staged records lack,
+# sizes the rooms they were in from their member sets, and drops the node's count in
+# them (REASSERT_GROUPS sets it again where the node has members); then the staged
+# records replace the node's. Returns how many memberships were removed.
+REASSERT_SWAP = _registry_script(
+    _RESIZE
+    + """
+local prefix, node = ARGV[1], ARGV[2]
+local old = redis.call('HGETALL', KEYS[1])
+local touched, removed = {}, 0
+for i = 1, #old, 2 do
+  local staged = redis.call('HGET', KEYS[2], old[i])
+  local keep = staged and decode(staged).g or {}
+  for group, _ in pairs(decode(old[i + 1]).g) do
+    if keep[group] == nil
+        and redis.call('ZREM', prefix .. ':members:{' .. group .. '}', old[i]) == 1 then
+      touched[group] = true
+      removed = removed + 1
+    end
+  end
+end
+for group, _ in pairs(touched) do
+  local members = prefix .. ':members:{' .. group .. '}'
+  redis.call('HDEL', members .. ':nodes', node)
+  resize(KEYS[3], KEYS[4], group, members)
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('RENAME', KEYS[2], KEYS[1])
+else
+  redis.call('DEL', KEYS[1])
+end
+return removed
+"""
+)
+
+# KEYS: rooms by-size, rooms by-name. ARGV: prefix, node, then pairs of group and the
+# node's member count in it. Sets the node's count and each room's size and indexes.
+REASSERT_GROUPS = _registry_script(
+    _RESIZE
+    + """
+local prefix, node = ARGV[1], ARGV[2]
+for i = 3, #ARGV, 2 do
+  local members = prefix .. ':members:{' .. ARGV[i] .. '}'
+  redis.call('HSET', members .. ':nodes', node, ARGV[i + 1])
+  resize(KEYS[1], KEYS[2], ARGV[i], members)
+end
+return 1
+"""
+)
+
+
 #: Scripts that may run twice without effect beyond running once, so a call whose
 #: connection dropped after sending may be retried (docs/reliability.md). Reads, and
 #: registry writes that set state: JOIN/LEAVE change the counters only when the
 #: membership itself changes, OPEN is HSETNX, CLOSE/SET_METADATA/HEARTBEAT/REAP set
-#: or delete. Not here: SEND_TO_NODE and PUSH (a second run delivers a second copy)
-#: and RELEASE (a second DECRBY frees a slot twice).
+#: or delete, and every re-assert step sets values. Not here: SEND_TO_NODE and PUSH (a
+#: second run delivers a second copy) and RELEASE (a second DECRBY frees a slot twice).
 IDEMPOTENT = frozenset(
     {JOIN, LEAVE, OPEN, CLOSE, SET_METADATA, HEARTBEAT, REAP, ROOM, ROOM_SIZE, MEMBERS,
-     CHANNEL, NODES, ROOMS, HGETALL}
+     CHANNEL, NODES, ROOMS, HGETALL, REASSERT_BEGIN, REASSERT_CHANNELS, REASSERT_SWAP,
+     REASSERT_GROUPS}
 )  # fmt: skip

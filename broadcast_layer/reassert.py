@@ -1,0 +1,145 @@
+"""A node's own registry records as its memory holds them, and the re-assert that rewrites them.
+
+The node is the truth about its channels, memberships and metadata. Redis can lose or
+miss its writes (``FLUSHALL``, a restart without persistence, a failover to a replica
+that lagged, writes that failed during an outage); the re-assert makes the registry
+equal the node's state again. See docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
+
+from . import scripts
+from .registry import RegistryCalls
+from .scripts import Call
+from .subscriptions import Subscriptions
+
+#: Channels (or groups) per script: Redis runs nothing else while a script runs.
+CHUNK = 200
+#: A join time in Redis this close (seconds) to the one the node computes is kept as is,
+#: so repeated re-asserts rewrite identical values instead of moving them by a few ms.
+JOIN_TOLERANCE = 1.0
+
+T = TypeVar("T")
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class LocalRecords:
+    """What the registry holds for one node that only the node can rebuild, and when to.
+
+    Memberships come from the node's :class:`Subscriptions`; this keeps when each
+    channel was opened and the metadata the node set on its own channels. It also
+    tells the heartbeat when Redis may have lost records: the node's record had no
+    generation, a pub/sub connection reconnected, a registry write failed, or someone
+    called :meth:`mark_lost`.
+    """
+
+    def __init__(self, calls: RegistryCalls, node_id: str) -> None:
+        self._calls = calls
+        self._node_id = node_id
+        self._opened: dict[str, float] = {}  # channel -> monotonic time of new_channel
+        self._metadata: dict[str, str] = {}  # channel -> metadata JSON text
+        self._lost = False
+        self._seen = (0, 0)  # reconnects and failed writes when the last re-assert began
+        self.reasserts = 0
+
+    def open(self, channel: str) -> None:
+        """Record a channel made by ``new_channel`` (its registry record outlives its groups)."""
+        self._opened[channel] = time.monotonic()
+
+    def set_metadata(self, channel: str, metadata_json: str) -> None:
+        """Keep the metadata this node set on one of its channels."""
+        self._metadata[channel] = metadata_json
+
+    def forget(self, channel: str) -> None:
+        """Drop a channel the node no longer has (abandoned, or never made)."""
+        self._opened.pop(channel, None)
+        self._metadata.pop(channel, None)
+
+    def opened(self, channel: str) -> bool:
+        """Whether the channel was made by ``new_channel`` and not forgotten since."""
+        return channel in self._opened
+
+    def mark_lost(self) -> None:
+        """Redis may lack some of this node's records: re-assert at the next heartbeat."""
+        self._lost = True
+
+    def loss(self, generation_seen: bool, reconnects: int, failed_writes: int) -> str | None:
+        """Why the records must be re-asserted now, or None when nothing suggests a loss.
+
+        ``generation_seen`` is the heartbeat's answer; the counters are the node's pub/sub
+        reconnects and failed registry writes so far.
+        """
+        if self._lost:
+            return "a registry write was not confirmed"
+        if not generation_seen:
+            return "the node's record had no generation (new node, or Redis lost its data)"
+        if reconnects != self._seen[0]:
+            return "a pub/sub connection reconnected"
+        if failed_writes != self._seen[1]:
+            return "a registry write failed"
+        return None
+
+    def reassert_calls(
+        self,
+        subscriptions: Subscriptions,
+        channels: int,
+        started: float,
+        reconnects: int,
+        failed_writes: int,
+    ) -> list[Call[Any]]:
+        """The scripts that make Redis hold exactly this node's state, built from it now.
+
+        Submit them together through the node's ordered writer: writes submitted before
+        them are in the state they describe, writes submitted after them run after them.
+        Running them twice leaves Redis as running them once did.
+        """
+        self._lost = False
+        self._seen = (reconnects, failed_writes)
+        self.reasserts += 1
+        now = time.monotonic()
+        group_expiry = self._calls.config.group_expiry
+        joined: dict[str, dict[str, float]] = {channel: {} for channel in self._opened}
+        counts: list[str | int] = []
+        for group in sorted(subscriptions.wanted()):
+            members = subscriptions.members(group)
+            counts += [group, len(members)]
+            for channel, deadline in members.items():
+                # The deadline was set at the latest group_add: it dates the join.
+                joined.setdefault(channel, {})[group] = max(0.0, now - deadline + group_expiry)
+        entries = [
+            [
+                channel,
+                now - self._opened[channel] if channel in self._opened else -1,
+                self._metadata.get(channel, ""),
+                groups,
+            ]
+            for channel, groups in joined.items()
+        ]
+        keys, node = self._calls.keys, self._node_id
+        records, staging = keys.node_channels(node), keys.node_channels_staging(node)
+        calls: list[Call[Any]] = [Call(scripts.REASSERT_BEGIN, [staging], [], int)]
+        for chunk in _chunks(entries, CHUNK):
+            calls.append(
+                Call(
+                    scripts.REASSERT_CHANNELS,
+                    [records, staging],
+                    [keys.prefix, JOIN_TOLERANCE, json.dumps(chunk)],
+                    int,
+                )
+            )
+        rooms = [keys.rooms_by_size, keys.rooms_by_name]
+        calls.append(Call(scripts.REASSERT_SWAP, [records, staging, *rooms], [keys.prefix, node],
+                          int))  # fmt: skip
+        for pairs in _chunks(counts, 2 * CHUNK):
+            calls.append(Call(scripts.REASSERT_GROUPS, rooms, [keys.prefix, node, *pairs], int))
+        calls.append(self._calls.heartbeat(node, started, channels, generation=self.reasserts))
+        return calls
