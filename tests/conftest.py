@@ -100,6 +100,7 @@ async def eventually(condition: Callable[[], Any], seconds: float = 5.0) -> None
 
     For state that offers no event to await: Redis's own, or another process's.
     """
+    task = asyncio.current_task()
     async with asyncio.timeout(seconds):
         while True:
             result = condition()
@@ -107,6 +108,10 @@ async def eventually(condition: Callable[[], Any], seconds: float = 5.0) -> None
                 result = await result
             if result:
                 return
+            if task is not None and task.cancelling():
+                # The timeout fired inside a redis-py call that swallowed the cancellation
+                # (or turned it into an error the condition caught): stop all the same.
+                raise asyncio.CancelledError
             await asyncio.sleep(0.01)
 
 

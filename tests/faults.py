@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -71,6 +72,39 @@ def flushall(url: str) -> None:
         client.flushall()
     finally:
         client.close()
+
+
+def script_flush(url: str) -> None:
+    """Drop Redis's script cache (``SCRIPT FLUSH``), as a restart or an operator would."""
+    client = redis.Redis.from_url(url)
+    try:
+        client.script_flush()
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def partition(url: str) -> Iterator[None]:
+    """Cut every client off a running redis-server for the ``with`` block; keep its data.
+
+    Redis moves its listener to another port (``CONFIG SET port``, on a connection that
+    stays open) and ``CLIENT KILL``s every other client, so every command and reconnect
+    fails with "connection refused" until the block ends and the port is restored. Unlike
+    a restart, nothing stored is lost, so what the registry lacks afterwards was missed.
+    """
+    admin = redis.Redis.from_url(url, single_connection_client=True)
+    port = admin.config_get("port")["port"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        elsewhere = probe.getsockname()[1]
+    try:
+        admin.config_set("port", elsewhere)
+        for kind in ("normal", "pubsub"):
+            admin.client_kill_filter(_type=kind, skipme=True)
+        yield
+    finally:
+        admin.config_set("port", port)
+        admin.close()
 
 
 def restart_without_persistence(server: EmbeddedRedis) -> None:
