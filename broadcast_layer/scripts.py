@@ -496,13 +496,15 @@ local prefix, node = ARGV[1], ARGV[2]
 local old = redis.call('HGETALL', KEYS[1])
 local touched, removed = {}, 0
 for i = 1, #old, 2 do
-  local staged = redis.call('HGET', KEYS[2], old[i])
-  local keep = staged and decode(staged).g or {}
-  for group, _ in pairs(decode(old[i + 1]).g) do
-    if keep[group] == nil
-        and redis.call('ZREM', prefix .. ':members:{' .. group .. '}', old[i]) == 1 then
-      touched[group] = true
-      removed = removed + 1
+  local raw, staged = old[i + 1], redis.call('HGET', KEYS[2], old[i])
+  if staged ~= raw then  -- an unchanged record (the usual case) needs no decoding
+    local keep = staged and decode(staged).g or {}
+    for group, _ in pairs(decode(raw).g) do
+      if keep[group] == nil
+          and redis.call('ZREM', prefix .. ':members:{' .. group .. '}', old[i]) == 1 then
+        touched[group] = true
+        removed = removed + 1
+      end
     end
   end
 end
