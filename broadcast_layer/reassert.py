@@ -137,9 +137,15 @@ class LocalRecords:
                 )
             )
         rooms = [keys.rooms_by_size, keys.rooms_by_name]
-        calls.append(Call(scripts.REASSERT_SWAP, [records, staging, *rooms], [keys.prefix, node],
-                          int))  # fmt: skip
+        calls.append(
+            Call(
+                scripts.REASSERT_SWAP,
+                [records, staging, *rooms, keys.node(node)],
+                [keys.prefix, node, self.reasserts],
+                int,
+            )
+        )
         for pairs in _chunks(counts, 2 * CHUNK):
             calls.append(Call(scripts.REASSERT_GROUPS, rooms, [keys.prefix, node, *pairs], int))
-        calls.append(self._calls.heartbeat(node, started, channels, generation=self.reasserts))
+        calls.append(self._calls.heartbeat(node, started, channels))
         return calls

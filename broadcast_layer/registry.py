@@ -169,19 +169,13 @@ class RegistryCalls:
             [channel, json.dumps(metadata)], int,
         )  # fmt: skip
 
-    def heartbeat(
-        self, node_id: str, started: float, channels: int, generation: int | None = None
-    ) -> Call[int]:
-        """Refresh the node's record; 0 when it had no generation (its records may be lost).
-
-        With ``generation``, also records that a re-assert has just completed.
-        """
-        extra = [] if generation is None else [generation]
+    def heartbeat(self, node_id: str, started: float, channels: int) -> Call[int]:
+        """Refresh the node's record; 0 when it had no generation (its records may be lost)."""
         return Call(
             scripts.HEARTBEAT,
             [self.keys.node(node_id), self.keys.nodes],
             [node_id, socket.gethostname(), os.getpid(), started, channels, self.keys.prefix,
-             self.config.node_ttl, *extra],
+             self.config.node_ttl],
             int,
         )  # fmt: skip
 

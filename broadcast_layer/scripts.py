@@ -194,16 +194,15 @@ redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(record))
 return 1
 """)
 
-# KEYS: node(N), nodes index. ARGV: id, host, pid, started, channels, prefix, ttl (s),
-# [generation]. Returns 1 if the record had a generation before this call, else 0: the
-# node's records may be missing (a new node, or Redis lost them) and need a re-assert,
-# which ends by writing a generation (see REASSERT_* below).
+# KEYS: node(N), nodes index. ARGV: id, host, pid, started, channels, prefix, ttl (s).
+# Returns 1 if the record has a generation, else 0: the node's records may be missing
+# (a new node, or Redis lost them) and need a re-assert, which writes a generation
+# (see REASSERT_SWAP below).
 HEARTBEAT = _registry_script("""
 local t = now()
 local had = redis.call('HEXISTS', KEYS[1], 'gen')
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'host', ARGV[2], 'pid', ARGV[3],
            'started', ARGV[4], 'heartbeat', t, 'channels', ARGV[5], 'prefix', ARGV[6])
-if ARGV[8] then redis.call('HSET', KEYS[1], 'gen', ARGV[8]) end
 redis.call('PEXPIRE', KEYS[1], math.floor(tonumber(ARGV[7]) * 1000))
 redis.call('ZADD', KEYS[2], t, ARGV[1])
 return had
@@ -433,9 +432,11 @@ return redis.call('HGETALL', KEYS[1])
 
 # -- the re-assert: a node rewrites its records as its memory holds them ---------------
 # Sent as one pipeline through the node's ordered writer: REASSERT_BEGIN, one
-# REASSERT_CHANNELS per chunk of channels, REASSERT_SWAP, one REASSERT_GROUPS per chunk
-# of groups, then HEARTBEAT with a generation. Every step sets values rather than
-# adding to them, so running the whole sequence again changes nothing.
+# REASSERT_CHANNELS per chunk of channels, REASSERT_SWAP (which writes the generation),
+# one REASSERT_GROUPS per chunk of groups, then HEARTBEAT. Every step sets values rather
+# than adding to them, so running the whole sequence again changes nothing. Redis losing
+# its data in the middle (other clients run between the pipeline's commands) leaves no
+# generation, so the next heartbeat re-asserts again.
 _RESIZE = """
 local function resize(by_size, by_name, group, members)
   local size = redis.call('ZCARD', members)
@@ -449,9 +450,16 @@ local function resize(by_size, by_name, group, members)
 end
 """
 
-# KEYS: the node's staging hash. Clears what an interrupted re-assert left.
+
+def _resizing_script(body: str) -> str:
+    return _registry_script(_RESIZE + body)
+
+
+# KEYS: the node's staging hash. Clears what an interrupted re-assert left, and marks
+# the staging hash as this re-assert's with a field no channel can be called ("").
 REASSERT_BEGIN = """
-return redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[1])
+return redis.call('HSET', KEYS[1], '', '')
 """
 
 # KEYS: node channels(N), staging hash(N). ARGV: prefix, tolerance (s), JSON list of
@@ -477,22 +485,31 @@ for _, entry in ipairs(cjson.decode(ARGV[3])) do
     record.g[group] = joined
     if first == nil or joined < first then first = joined end
   end
-  record.t = old.t or (opened >= 0 and t - opened) or first or t
+  local created = opened >= 0 and t - opened or nil
+  if old.t and (created == nil or math.abs(old.t - created) <= tolerance) then
+    record.t = old.t
+  else
+    record.t = created or first or t
+  end
   if metadata ~= '' then record.m = metadata else record.m = old.m end
   redis.call('HSET', KEYS[2], channel, cjson.encode(record))
 end
 return 1
 """)
 
-# KEYS: node channels(N), staging hash(N), rooms by-size, rooms by-name. ARGV: prefix,
-# node. Removes the memberships Redis holds for the node and the staged records lack,
-# sizes the rooms they were in from their member sets, and drops the node's count in
-# them (REASSERT_GROUPS sets it again where the node has members); then the staged
-# records replace the node's. Returns how many memberships were removed.
-REASSERT_SWAP = _registry_script(
-    _RESIZE
-    + """
+# KEYS: node channels(N), staging hash(N), rooms by-size, rooms by-name, node(N).
+# ARGV: prefix, node, generation. Removes the memberships Redis holds for the node and
+# the staged records lack, sizes the rooms they were in from their member sets, and
+# drops the node's count in them (REASSERT_GROUPS sets it again where the node has
+# members); then the staged records replace the node's, and the node record gets the
+# generation. Returns how many memberships were removed, or -1 (nothing done) when the
+# staging hash lost its mark: Redis lost data since REASSERT_BEGIN.
+REASSERT_SWAP = _resizing_script("""
 local prefix, node = ARGV[1], ARGV[2]
+if redis.call('HDEL', KEYS[2], '') == 0 then
+  redis.call('DEL', KEYS[2])
+  return -1
+end
 local old = redis.call('HGETALL', KEYS[1])
 local touched, removed = {}, 0
 for i = 1, #old, 2 do
@@ -518,15 +535,15 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
 else
   redis.call('DEL', KEYS[1])
 end
+if redis.call('EXISTS', KEYS[5]) == 1 then  -- else it was lost too: no generation
+  redis.call('HSET', KEYS[5], 'gen', ARGV[3])
+end
 return removed
-"""
-)
+""")
 
 # KEYS: rooms by-size, rooms by-name. ARGV: prefix, node, then pairs of group and the
 # node's member count in it. Sets the node's count and each room's size and indexes.
-REASSERT_GROUPS = _registry_script(
-    _RESIZE
-    + """
+REASSERT_GROUPS = _resizing_script("""
 local prefix, node = ARGV[1], ARGV[2]
 for i = 3, #ARGV, 2 do
   local members = prefix .. ':members:{' .. ARGV[i] .. '}'
@@ -534,8 +551,7 @@ for i = 3, #ARGV, 2 do
   resize(KEYS[1], KEYS[2], ARGV[i], members)
 end
 return 1
-"""
-)
+""")
 
 
 #: Scripts that may run twice without effect beyond running once, so a call whose

@@ -311,3 +311,20 @@ async def test_a_node_larger_than_one_script_converges_chunk_by_chunk(make, own_
     await registered(layers)
     faults.flushall(own_redis.url)
     await converged(make(), layers, channels, {})
+
+
+async def test_redis_losing_its_data_during_a_reassert_leaves_no_generation(make, own_redis):
+    a = make(heartbeat_interval=5, node_ttl=15)  # no heartbeat tick during the test
+    channel = await a.new_channel()
+    await a.group_add("room", channel)
+    node = a._node()
+    calls = node.records.reassert_calls(node.subscriptions, 1, 0.0, *node._loss_counters())
+    # BEGIN and CHANNELS ran, then Redis lost everything, then SWAP, GROUPS, HEARTBEAT ran
+    await node.registry.run_all(calls[:2])
+    faults.flushall(own_redis.url)
+    assert (await node.registry.run_all(calls[2:]))[0] == -1
+    heartbeat = node.calls.heartbeat(node.id, 0.0, 1)
+    assert await node.registry.run(heartbeat) == 0  # so the next tick re-asserts again
+    await node.reassert()
+    assert await node.registry.run(heartbeat) == 1
+    await converged(make(), [a], {channel: a}, {})
