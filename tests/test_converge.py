@@ -8,7 +8,6 @@ compares what the registry answers with what the nodes hold in memory.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -194,10 +193,13 @@ async def test_metadata_set_while_redis_lacks_the_record_is_kept_and_written_bac
 
 @pytest.mark.slow
 async def test_writes_that_failed_during_a_partition_are_superseded(make, own_redis):
-    a = make(expiry=0.5, subscribe_timeout=2)
+    a = make(expiry=0.5, subscribe_timeout=2)  # a channel nobody receives on goes in 0.5 s
     b = make(group_expiry=1.5, subscribe_timeout=2)
     c1, c2, c3 = [await a.new_channel() for _ in range(3)]
     cb = await b.new_channel()
+    # c1 and c2 have consumers waiting in receive() all along; c3 and cb have none
+    consumers = [asyncio.create_task(a.receive(channel)) for channel in (c1, c2)]
+    consumers.append(asyncio.create_task(b.receive(cb)))
     for channel in (c1, c2, c3):
         await a.group_add("room", channel)
     await a.group_add("side", c3)
@@ -205,23 +207,23 @@ async def test_writes_that_failed_during_a_partition_are_superseded(make, own_re
     assert await a.set_channel_metadata(c1, metadata[c1])
     await registered([a, b])
     await b.group_add("room", cb)  # expires 1.5 s from now: during the partition
-    receiving = asyncio.create_task(a.receive(c3))  # cancelled below: abandoned 0.5 s later
-    await asyncio.sleep(0)
-    receiving.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await receiving
-    with faults.partition(own_redis.url):
-        with pytest.raises(RedisUnavailable):
-            await a.group_discard("room", c2)  # gone from memory, its LEAVE failed
-        with pytest.raises(RedisUnavailable):
-            await a.set_channel_metadata(c1, {"v": 2})  # kept by the node all the same
-        metadata[c1] = {"v": 2}
-        # c3 is abandoned and cb's membership expires while every write fails
-        await eventually(lambda: not a.local_members("side") and not b.local_members("room"), 5)
-    channels = {c1: a, c2: a, cb: b}  # c3 is gone: checked below
-    await converged(make(), [a, b], channels, metadata)
-    assert await a.registry.channel(c3) is None  # the abandoned channel's record is gone
-    assert [info.channel for info in await a.registry.node_channels(b.node_id)] == [cb]
+    try:
+        with faults.partition(own_redis.url):
+            with pytest.raises(RedisUnavailable):
+                await a.group_discard("room", c2)  # gone from memory, its LEAVE failed
+            with pytest.raises(RedisUnavailable):
+                await a.set_channel_metadata(c1, {"v": 2})  # kept by the node all the same
+            metadata[c1] = {"v": 2}
+            # c3 is abandoned and cb's membership expires while every write fails
+            await eventually(lambda: not a.local_members("side") and not b.local_members("room"), 5)
+        channels = {c1: a, c2: a, cb: b}  # c3 is gone: checked below
+        await converged(make(), [a, b], channels, metadata)
+        assert await a.registry.channel(c3) is None  # the abandoned channel's record is gone
+        assert [info.channel for info in await a.registry.node_channels(b.node_id)] == [cb]
+    finally:
+        for consumer in consumers:
+            consumer.cancel()
+        await asyncio.gather(*consumers, return_exceptions=True)
 
 
 async def test_repeated_reasserts_change_nothing(make, own_redis):
