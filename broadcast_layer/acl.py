@@ -42,6 +42,7 @@ COMMANDS: dict[str, str] = {
     "hgetall": "registry: a node's channels and record",
     "hincrby": "registry: members per node of a group",
     "hlen": "registry: nodes holding a group's members",
+    "rename": "registry: a re-assert's staged channel records replace the node's",
     "zadd": "registry: memberships, room and node indexes",
     "zrem": "registry: memberships, room and node indexes",
     "zincrby": "registry: room sizes",

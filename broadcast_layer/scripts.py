@@ -200,7 +200,7 @@ return 1
 # (see REASSERT_SWAP below).
 HEARTBEAT = _registry_script("""
 local t = now()
-local had = redis.call('HEXISTS', KEYS[1], 'gen')
+local had = redis.call('HGET', KEYS[1], 'gen') and 1 or 0
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'host', ARGV[2], 'pid', ARGV[3],
            'started', ARGV[4], 'heartbeat', t, 'channels', ARGV[5], 'prefix', ARGV[6])
 redis.call('PEXPIRE', KEYS[1], math.floor(tonumber(ARGV[7]) * 1000))
@@ -530,12 +530,12 @@ for group, _ in pairs(touched) do
   redis.call('HDEL', members .. ':nodes', node)
   resize(KEYS[3], KEYS[4], group, members)
 end
-if redis.call('EXISTS', KEYS[2]) == 1 then
+if redis.call('HLEN', KEYS[2]) > 0 then
   redis.call('RENAME', KEYS[2], KEYS[1])
 else
   redis.call('DEL', KEYS[1])
 end
-if redis.call('EXISTS', KEYS[5]) == 1 then  -- else it was lost too: no generation
+if redis.call('HLEN', KEYS[5]) > 0 then  -- else it was lost too: no generation
   redis.call('HSET', KEYS[5], 'gen', ARGV[3])
 end
 return removed
