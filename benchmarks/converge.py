@@ -6,8 +6,10 @@ with metadata. For each repetition it wipes Redis (``FLUSHALL``, then a restart
 without persistence) and measures, from the fault to the first answer that matches,
 how long an observer polling every 5 ms waits until ``rooms()`` (sizes and node
 counts), ``nodes()`` and each node's ``node_channels()`` equal the nodes' state. It
-also times one re-assert of one node (a round trip through its writer). Prints a
-Markdown table.
+also times one re-assert of one node (a round trip through its writer) and, for the
+first interval, what each of its steps costs: building it on the event loop, and each
+kind of script in Redis, run one by one, with Redis holding the records (steady) and
+after ``FLUSHALL``. Prints Markdown tables.
 """
 
 from __future__ import annotations
@@ -20,8 +22,17 @@ from typing import Any
 
 import redis
 
+from broadcast_layer import scripts
 from broadcast_layer.embedded import EmbeddedRedis
 from broadcast_layer.layer import BroadcastChannelLayer
+
+STEPS = {
+    scripts.REASSERT_BEGIN: "BEGIN",
+    scripts.REASSERT_CHANNELS: "CHANNELS",
+    scripts.REASSERT_SWAP: "SWAP",
+    scripts.REASSERT_GROUPS: "GROUPS",
+    scripts.HEARTBEAT: "HEARTBEAT",
+}
 
 
 def _parse() -> argparse.Namespace:
@@ -78,10 +89,31 @@ async def _time_to_converge(observer: BroadcastChannelLayer, layers: list[Any], 
             await asyncio.sleep(0.005)  # a measurement loop, not a hot path
 
 
+def _steps(node: Any, client: redis.Redis) -> dict[str, float]:
+    """Seconds spent building one re-assert, and running each kind of its scripts."""
+    start = time.perf_counter()
+    calls = node.records.reassert_calls(node.subscriptions, len(node.mailboxes), 0.0, 0, 0)
+    spent = {"build (event loop)": time.perf_counter() - start}
+    for call in calls:
+        script = client.register_script(call.script)
+        client.script_load(call.script)  # time the script, not Redis compiling it
+        start = time.perf_counter()
+        script(keys=list(call.keys), args=list(call.args))
+        name = f"{STEPS[call.script]} (Redis)"
+        spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
+    node.records.mark_lost()  # the heartbeat writes the generation again
+    return spent
+
+
 async def _measure(
     server: EmbeddedRedis, interval: float, args: argparse.Namespace
 ) -> dict[str, Any]:
-    config = {"hosts": [server.url], "heartbeat_interval": interval, "node_ttl": interval * 3 + 5}
+    config = {
+        "hosts": [server.url],
+        "heartbeat_interval": interval,
+        "node_ttl": interval * 3 + 5,
+        "expiry": 3600,  # nobody receives on these channels: keep the sweep off them
+    }
     layers = [BroadcastChannelLayer(**config) for _ in range(2)]
     observer = BroadcastChannelLayer(**config)
     try:
@@ -95,6 +127,12 @@ async def _measure(
         reassert = time.monotonic() - start
         flush, restart = [], []
         client = redis.Redis.from_url(server.url)
+        steps = None
+        if interval == args.interval[0]:
+            steps = {"steady": _steps(node, client)}
+            client.flushall()
+            steps["after FLUSHALL"] = _steps(node, client)
+            await _time_to_converge(observer, layers, want)
         for _ in range(args.repeat):
             client.flushall()
             flush.append(await _time_to_converge(observer, layers, want))
@@ -102,7 +140,13 @@ async def _measure(
         for _ in range(args.repeat):
             server.restart()
             restart.append(await _time_to_converge(observer, layers, want))
-        return {"interval": interval, "reassert": reassert, "flush": flush, "restart": restart}
+        return {
+            "interval": interval,
+            "reassert": reassert,
+            "flush": flush,
+            "restart": restart,
+            "steps": steps,
+        }
     finally:
         for layer in [*layers, observer]:
             await layer.close()
@@ -126,6 +170,13 @@ async def _main(args: argparse.Namespace) -> None:
     for row in rows:
         print(f"| {row['interval']} s | {row['reassert'] * 1000:.0f} ms | {_fmt(row['flush'])} "
               f"| {_fmt(row['restart'])} |")  # fmt: skip
+    steps = rows[0]["steps"]
+    print(f"\nOne re-assert of one node ({args.channels} channels), step by step, ms\n")
+    print("| step | " + " | ".join(steps) + " |")
+    print("|---|" + "---|" * len(steps))
+    for name in steps["steady"]:
+        print(f"| {name} | " + " | ".join(f"{s.get(name, 0) * 1000:.0f}" for s in steps.values())
+              + " |")  # fmt: skip
 
 
 if __name__ == "__main__":
