@@ -593,7 +593,8 @@ class Node:
         this node's joins, opens and metadata calls would have left them, and records
         Redis holds for this node beyond those are removed. Ordered with the node's other
         registry writes. Raises :class:`RedisUnavailable` when Redis does not confirm it
-        within ``subscribe_timeout`` (the next heartbeat tries again).
+        within ``subscribe_timeout``, or the error of a step that failed; either way the
+        next heartbeat tries again.
         """
         calls = self.records.reassert_calls(
             self.subscriptions, len(self.mailboxes), self._started, *self._loss_counters()
