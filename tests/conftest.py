@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +22,7 @@ from broadcast_layer.embedded import EmbeddedRedis
 from broadcast_layer.layer import BroadcastChannelLayer
 
 LayerFactory = Callable[..., BroadcastChannelLayer]
+ROOT = Path(__file__).resolve().parent.parent
 
 # Property tests run against real Redis and Django's test client, so an example costs
 # milliseconds: a modest number of examples keeps each test to seconds. No deadline
@@ -123,3 +128,52 @@ async def nothing_arrives(layer: BroadcastChannelLayer, channel: str, seconds: f
     except TimeoutError:
         return
     raise AssertionError(f"unexpected message on {channel}: {message!r}")
+
+
+class NodeProcess:
+    """A layer in a separate OS process (``tests/node_process.py``), driven through stdin/stdout."""
+
+    def __init__(self, url: str, prefix: str, ttl: float, heartbeat: float) -> None:
+        env = {**os.environ, "NODE_TTL": str(ttl), "HEARTBEAT": str(heartbeat)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.node_process", url, prefix],
+            cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        if self.ask_line() != {"ready": True}:
+            raise RuntimeError("node process did not start")
+
+    def ask_line(self) -> dict[str, Any]:
+        line = self.process.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            raise RuntimeError("node process exited")
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    def ask(self, **command: Any) -> dict[str, Any]:
+        self.process.stdin.write(json.dumps(command) + "\n")  # type: ignore[union-attr]
+        self.process.stdin.flush()  # type: ignore[union-attr]
+        return self.ask_line()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()  # type: ignore[union-attr]
+            self.process.wait(10)
+        self.process.stdout.close()  # type: ignore[union-attr]
+
+
+@pytest.fixture
+def node_processes(redis_url: str, prefix: str) -> Iterator[Callable[..., NodeProcess]]:
+    """Start node processes on the session's Redis; each is stopped (or reaped) afterwards."""
+    started: list[NodeProcess] = []
+
+    def start(ttl: float = 15, heartbeat: float = 5, url: str | None = None) -> NodeProcess:
+        started.append(NodeProcess(url or redis_url, prefix, ttl, heartbeat))
+        return started[-1]
+
+    yield start
+    for node in started:
+        if node.process.poll() is None:
+            node.stop()
+        else:
+            node.process.stdout.close()  # type: ignore[union-attr]
+            node.process.stdin.close()  # type: ignore[union-attr]

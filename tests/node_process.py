@@ -2,8 +2,10 @@
 
 Reads JSON commands on stdin, one per line, and answers each with one JSON line:
 {"op": "new_channel"} -> {"channel": ...}; {"op": "group_add"|"group_discard", "group", "channel"};
-{"op": "members", "group"} -> {"members": [...]} (its local view). Options via env:
-NODE_TTL, HEARTBEAT (seconds).
+{"op": "members", "group"} -> {"members": [...]} (its local view);
+{"op": "collect", "channel"} starts receiving on the channel, keeping each message's "n";
+{"op": "report"} -> {"received": {channel: [n, ...]}}. Options via env: NODE_TTL, HEARTBEAT
+(seconds).
 """
 
 from __future__ import annotations
@@ -26,6 +28,14 @@ async def main(url: str, prefix: str) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    received: dict[str, list[int]] = {}
+    collectors: list[asyncio.Task[None]] = []
+
+    async def collect(channel: str) -> None:
+        numbers = received.setdefault(channel, [])
+        while True:
+            numbers.append((await layer.receive(channel))["n"])
+
     print(json.dumps({"ready": True}), flush=True)
     while line := await reader.readline():
         command = json.loads(line)
@@ -35,11 +45,19 @@ async def main(url: str, prefix: str) -> None:
         elif op in ("group_add", "group_discard"):
             await getattr(layer, op)(command["group"], command["channel"])
             reply = {"ok": True}
+        elif op == "collect":
+            collectors.append(asyncio.create_task(collect(command["channel"])))
+            reply = {"ok": True}
+        elif op == "report":
+            reply = {"received": received}
         elif op == "members":
             reply = {"members": sorted(layer.local_members(command["group"]))}
         else:
             reply = {"error": f"unknown op {op}"}
         print(json.dumps(reply), flush=True)
+    for task in collectors:
+        task.cancel()
+    await asyncio.gather(*collectors, return_exceptions=True)
     await layer.close()
 
 

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -189,51 +186,6 @@ async def test_concurrent_churn_leaves_the_registry_equal_to_the_nodes_local_sta
     listed = {room.name: room.size for room in (await nodes[0].registry.rooms()).rooms}
     expected = {g: len(set().union(*(n.local_members(g) for n in nodes))) for g in groups}
     assert listed == {g: size for g, size in expected.items() if size}
-
-
-class NodeProcess:
-    """A layer in a separate OS process, driven through stdin/stdout."""
-
-    def __init__(self, url: str, prefix: str, ttl: float, heartbeat: float) -> None:
-        env = {**os.environ, "NODE_TTL": str(ttl), "HEARTBEAT": str(heartbeat)}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.node_process", url, prefix],
-            cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        assert self.ask_line() == {"ready": True}
-
-    def ask_line(self) -> dict:
-        line = self.process.stdout.readline()
-        assert line, "node process exited"
-        return json.loads(line)
-
-    def ask(self, **command) -> dict:
-        self.process.stdin.write(json.dumps(command) + "\n")
-        self.process.stdin.flush()
-        return self.ask_line()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.stdin.close()
-            self.process.wait(10)
-        self.process.stdout.close()
-
-
-@pytest.fixture
-def node_processes(redis_url, prefix):
-    started: list[NodeProcess] = []
-
-    def start(ttl: float = 15, heartbeat: float = 5) -> NodeProcess:
-        started.append(NodeProcess(redis_url, prefix, ttl, heartbeat))
-        return started[-1]
-
-    yield start
-    for node in started:
-        if node.process.poll() is None:
-            node.stop()
-        else:
-            node.process.stdout.close()
-            node.process.stdin.close()
 
 
 async def test_memberships_of_node_processes_are_visible_from_a_process_with_no_channel(
