@@ -155,9 +155,9 @@ class NodeProcess:
         return self.ask_line()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.stdin.close()  # type: ignore[union-attr]
-            self.process.wait(10)
+        """Close its stdin (the node's cue to close cleanly), wait for it, close the pipes."""
+        self.process.stdin.close()  # type: ignore[union-attr]
+        self.process.wait(10)
         self.process.stdout.close()  # type: ignore[union-attr]
 
 
@@ -172,8 +172,4 @@ def node_processes(redis_url: str, prefix: str) -> Iterator[Callable[..., NodePr
 
     yield start
     for node in started:
-        if node.process.poll() is None:
-            node.stop()
-        else:
-            node.process.stdout.close()  # type: ignore[union-attr]
-            node.process.stdin.close()  # type: ignore[union-attr]
+        node.stop()
