@@ -149,13 +149,8 @@ async def call(
             return await fn()
         except Exception as exc:
             raise_if_cancelled()
-            if attempt + 1 >= attempts or not retryable(exc, idempotent):
-                _give_up(exc, attempt, what)
-                raise
-            delay = backoff.delay(attempt)
+            delay = _before_retry(exc, attempt, attempts, idempotent, what, backoff)
             attempt += 1
-            logger.info("%s failed (%s); retry %d of %d in %.3fs",
-                        what, exc, attempt, attempts - 1, delay)  # fmt: skip
             await asyncio.sleep(delay)  # backoff between attempts, not a poll
 
 
@@ -173,11 +168,19 @@ def call_sync(
         try:
             return fn()
         except Exception as exc:
-            if attempt + 1 >= attempts or not retryable(exc, idempotent):
-                _give_up(exc, attempt, what)
-                raise
-            delay = backoff.delay(attempt)
+            delay = _before_retry(exc, attempt, attempts, idempotent, what, backoff)
             attempt += 1
-            logger.info("%s failed (%s); retry %d of %d in %.3fs",
-                        what, exc, attempt, attempts - 1, delay)  # fmt: skip
             time.sleep(delay)  # backoff between attempts, not a poll
+
+
+def _before_retry(
+    exc: Exception, attempt: int, attempts: int, idempotent: bool, what: str, backoff: Backoff
+) -> float:
+    """The wait before retry number ``attempt + 1``; re-raises ``exc`` when none is allowed."""
+    if attempt + 1 >= attempts or not retryable(exc, idempotent):
+        _give_up(exc, attempt, what)
+        raise exc
+    delay = backoff.delay(attempt)
+    logger.info("%s failed (%s); retry %d of %d in %.3fs",
+                what, exc, attempt + 1, attempts - 1, delay)  # fmt: skip
+    return delay
