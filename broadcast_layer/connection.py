@@ -434,6 +434,10 @@ class Subscriber:
                 self._last_ask[channel] = self._asked
             if wanted:
                 await conn.send_command("SUBSCRIBE", *wanted, check_health=False)
+            if self.state is State.CLOSED:
+                # close() ran meanwhile and redis-py swallowed its cancellation: reading
+                # now would block close() for ever.
+                raise asyncio.CancelledError
             self.state = State.CONNECTED
             self._release_answered()
 
