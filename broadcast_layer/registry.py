@@ -237,6 +237,15 @@ class RegistryCalls:
             [self.config.group_expiry], lambda reply: Room(group, int(reply[0]), int(reply[1])),
         )  # fmt: skip
 
+    def members_per_node(self, group: str) -> Call[dict[str, int]]:
+        require_valid_group_name(group)
+        keys = self.keys
+        return Call(
+            scripts.MEMBERS_PER_NODE, [keys.member_nodes(group), keys.nodes],
+            [self.config.node_ttl],
+            lambda reply: {_text(reply[i]): int(reply[i + 1]) for i in range(0, len(reply), 2)},
+        )  # fmt: skip
+
     def members(self, group: str, offset: int = 0, limit: int | None = None) -> Call[list[Member]]:
         require_valid_group_name(group)
         if not (_is_int(offset) and 0 <= offset <= MAX_OFFSET) or (
@@ -356,6 +365,17 @@ class Registry:
         """One group's size and the number of nodes holding its members (one call)."""
         return await self._run(self.calls.room(group))
 
+    async def members_per_node(self, group: str) -> dict[str, int]:
+        """How many of the group's members each live node holds: node id -> count.
+
+        One call, O(nodes holding members); read from the counters ``JOIN``/``LEAVE``
+        keep (like ``room().nodes``), so a membership past ``group_expiry`` counts until
+        its node removes it. Dead nodes are left out as soon as their heartbeat is
+        older than ``node_ttl``, before they are reaped. For a presence list: the sum is
+        the room's size, and a node's share can be dropped when that node dies.
+        """
+        return await self._run(self.calls.members_per_node(group))
+
     async def members(self, group: str, offset: int = 0, limit: int | None = None) -> list[Member]:
         """The group's members on live nodes, in join order, with node, join time, metadata.
 
@@ -410,6 +430,10 @@ class SyncRegistry:
     def room(self, group: str) -> Room:
         """See :meth:`Registry.room`."""
         return self._run(self.calls.room(group))
+
+    def members_per_node(self, group: str) -> dict[str, int]:
+        """See :meth:`Registry.members_per_node`."""
+        return self._run(self.calls.members_per_node(group))
 
     def members(self, group: str, offset: int = 0, limit: int | None = None) -> list[Member]:
         """See :meth:`Registry.members`."""

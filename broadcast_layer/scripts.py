@@ -232,6 +232,21 @@ ROOM_SIZE = _registry_script("""
 return redis.call('ZCOUNT', KEYS[1], '(' .. (now() - tonumber(ARGV[1])), '+inf')
 """)
 
+# KEYS: member nodes(G), nodes index. ARGV: ttl (s).
+# Returns flat [node, members it holds] for the nodes of the group that are alive.
+MEMBERS_PER_NODE = _registry_script("""
+local cutoff = now() - tonumber(ARGV[1])
+local counts = redis.call('HGETALL', KEYS[1])
+local out = {}
+for i = 1, #counts, 2 do
+  local beat = redis.call('ZSCORE', KEYS[2], counts[i])
+  if beat and tonumber(beat) > cutoff then
+    out[#out + 1] = counts[i]; out[#out + 1] = counts[i + 1]
+  end
+end
+return out
+""")
+
 # KEYS: members(G), nodes index. ARGV: prefix, group_expiry (s), ttl (s), offset, count
 # (-1: all), in join order.
 # Returns flat [channel, joined, node, metadata JSON] for unexpired members of live nodes

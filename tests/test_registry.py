@@ -60,6 +60,7 @@ async def test_the_sync_facade_gives_the_same_answers(nodes):
     assert await asyncio.to_thread(sync.groups_of, channel) == await observer.registry.groups_of(
         channel
     )
+    assert await asyncio.to_thread(sync.members_per_node, "sync-room") == {a.node_id: 1}
 
 
 async def test_discard_and_a_clean_shutdown_remove_records_at_once(make_layer):
@@ -209,7 +210,8 @@ async def test_a_killed_node_drops_out_within_the_ttl_and_is_reaped(node_process
     ttl, heartbeat = 1.0, 0.2
     survivor = await asyncio.to_thread(node_processes, ttl, heartbeat)
     victim = await asyncio.to_thread(node_processes, ttl, heartbeat)
-    keep = (await asyncio.to_thread(survivor.ask, op="new_channel"))["channel"]
+    kept = await asyncio.to_thread(survivor.ask, op="new_channel")
+    keep = kept["channel"]
     doomed = await asyncio.to_thread(victim.ask, op="new_channel")
     for group in ("a", "b"):
         await asyncio.to_thread(survivor.ask, op="group_add", group=group, channel=keep)
@@ -223,7 +225,9 @@ async def test_a_killed_node_drops_out_within_the_ttl_and_is_reaped(node_process
     async def gone() -> bool:
         live = {node.id for node in await observer.registry.nodes()}
         members = {m.channel for m in await observer.registry.members("a")}
-        return doomed["node"] not in live and members == {keep}
+        per_node = await observer.registry.members_per_node("a")
+        # per-node counts drop a dead node before it is reaped, as members() does
+        return doomed["node"] not in live and members == {keep} and per_node == {kept["node"]: 1}
 
     await eventually(gone)
     assert time.monotonic() - killed_at <= ttl + 0.5
@@ -264,6 +268,9 @@ async def test_members_page_through_a_group_in_join_order_and_room_counts(nodes)
     assert [m.channel for m in first + rest] == channels
     room = await nodes[2].registry.room("paged")
     assert (room.size, room.nodes) == (7, 2)
+    per_node = await nodes[2].registry.members_per_node("paged")
+    assert per_node == {nodes[0].node_id: 4, nodes[1].node_id: 3}
+    assert await nodes[2].registry.members_per_node("empty") == {}
     with pytest.raises(ValueError, match="limit"):
         await nodes[2].registry.members("paged", limit=0)
 
