@@ -9,6 +9,8 @@
 ``DEMO_ALLOWED_ORIGINS``  the exact origins a WebSocket may come from, comma-separated
                           (default: http://127.0.0.1, localhost and [::1] on DEMO_PORTS)
 ``DEMO_DB_PATH``          the SQLite database (default ``.demo/db.sqlite3``); tests use their own
+``DEMO_PRESENCE_INTERVAL``  seconds a node batches its members' joins and leaves of a room
+                          into one presence diff (default 0.5)
 """
 
 from __future__ import annotations
@@ -131,6 +133,10 @@ CHANNEL_LAYERS = {
         },
     },
 }
+
+#: Seconds each node collects its members' joins and leaves of a room before sending them
+#: to the room as one presence diff (see chat/presence.py).
+CHAT_PRESENCE_INTERVAL = float(os.environ.get("DEMO_PRESENCE_INTERVAL", "0.5"))
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -20,7 +20,7 @@ from channels.testing import ApplicationCommunicator, WebsocketCommunicator
 from django.test import RequestFactory
 
 from broadcast_layer.layer import BroadcastChannelLayer
-from demo_chat.chat import consumers, views
+from demo_chat.chat import consumers, presence, views
 from demo_chat.chat.rooms import clean_display_name, group_name, room_of_group
 from demo_chat.chat.routing import websocket_urlpatterns
 from demo_chat.chat.worker import ROLL_USAGE, CommandWorker, parse_sides
@@ -39,6 +39,7 @@ async def layer(settings, redis_url, prefix) -> AsyncIterator[BroadcastChannelLa
     }}  # fmt: skip
     channel_layer = get_channel_layer()
     yield channel_layer
+    await presence.hub(channel_layer).aclose()  # its pending diffs, before the layer closes
     await channel_layer.close()
 
 

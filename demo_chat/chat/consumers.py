@@ -1,9 +1,12 @@
 """The chat's WebSocket consumer: one per browser tab, joined to its room's group.
 
 Client -> server: ``{"text": "..."}`` (a line starting with ``/`` is a command for the
-worker) and ``{"type": "presence"}`` (ask for the member list again).
-Server -> client: ``message``, ``announcement``, ``private``, ``presence`` and
-``error`` objects, each with a ``type``.
+worker) and ``{"type": "presence"}`` (ask for the member list again; the page never
+needs to).
+Server -> client: ``message``, ``announcement``, ``private``, ``error``, and the
+presence list: ``presence`` (the whole list, once on join), then ``presence.diff``
+(who joined or left on one node) and ``presence.gone`` (nodes that died); see
+presence.py.
 
 Every frame a client sends costs it a token (chat lines and presence requests have
 separate buckets); a frame without a token gets a polite ``error`` and is dropped, and
@@ -23,6 +26,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from broadcast_layer.consumers import RemoteControlMixin
 
+from . import presence
 from .rooms import SESSION_NAME_KEY, clean_display_name, group_name, guest_name, is_valid_room_name
 from .worker import COMMANDS_CHANNEL
 
@@ -36,7 +40,7 @@ PRESENCE_RATE, PRESENCE_BURST = 1.0, 5.0
 #: Refused frames tolerated (refilled slowly) before the connection is closed.
 PATIENCE_RATE, PATIENCE_BURST = 0.2, 20.0
 #: At most this many members in a presence list, whatever the room's size.
-PRESENCE_LIMIT = 100
+PRESENCE_LIMIT = presence.PRESENCE_LIMIT
 POLICY_VIOLATION = 1008  # WebSocket close code: the client broke the rules
 
 # Which server process relayed a message, so the demo shows messages crossing nodes.
@@ -83,9 +87,18 @@ class ChatConsumer(RemoteControlMixin, AsyncJsonWebsocketConsumer):  # type: ign
         # group_add returns once the subscription is confirmed, so a client whose
         # handshake has completed already receives everything sent to the room.
         await self.channel_layer.group_add(self.group, self.channel_name)
-        await self.set_metadata(name=self.name, node=NODE_NAME)  # the registry shows it
+        metadata = {"name": self.name, "node": NODE_NAME}
+        await self.set_metadata(**metadata)  # the registry shows it
+        layer = self.channel_layer
+        # Batched with this node's other joins into the room's next presence.diff.
+        presence.hub(layer).joined(
+            self.group, self.channel_name,
+            presence.person(self.channel_name, layer.node_id, metadata),
+        )  # fmt: skip
         await self.accept()
-        await self.channel_layer.group_send(self.group, {"type": "presence.changed"})
+        # Diffs sent meanwhile wait in this channel's mailbox and are applied after the
+        # list: they are idempotent, so one the list already reflects changes nothing.
+        await self.send_json(await presence.snapshot(layer, self.group))
 
     def _display_name(self) -> str:
         user = self.scope.get("user")
@@ -97,9 +110,9 @@ class ChatConsumer(RemoteControlMixin, AsyncJsonWebsocketConsumer):  # type: ign
         return clean_display_name(chosen) or guest_name()
 
     async def disconnect(self, code: int) -> None:
-        # RemoteControlMixin has already left every group; tell the room.
+        # RemoteControlMixin has already left every group; the room hears it in a diff.
         if self.group is not None:
-            await self.channel_layer.group_send(self.group, {"type": "presence.changed"})
+            presence.hub(self.channel_layer).left(self.group, self.channel_name)
 
     async def receive(
         self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
@@ -115,7 +128,7 @@ class ChatConsumer(RemoteControlMixin, AsyncJsonWebsocketConsumer):  # type: ign
             await self._refuse("Slow down: too many requests." if is_presence
                                else "Slow down: too many messages.")  # fmt: skip
         elif is_presence:
-            await self.presence_changed({})
+            await self.send_json(await presence.snapshot(self.channel_layer, self.group))
         elif text_data is not None and len(text_data) > MAX_FRAME_LENGTH:
             await self._refuse(f"Messages are limited to {MAX_TEXT_LENGTH} characters.")
         elif isinstance(content, dict):
@@ -164,19 +177,14 @@ class ChatConsumer(RemoteControlMixin, AsyncJsonWebsocketConsumer):  # type: ign
         """A worker's answer to this user alone."""
         await self.send_json({"type": "private", "text": event["text"]})
 
-    async def presence_changed(self, event: dict[str, Any]) -> None:
-        """Someone joined or left: send the member list (at most PRESENCE_LIMIT people)."""
-        registry = self.channel_layer.registry
-        members = await registry.members(self.group, limit=PRESENCE_LIMIT)
-        people = sorted(
-            ({"name": str(m.metadata.get("name", "?")), "node": str(m.metadata.get("node", ""))}
-             for m in members),
-            key=lambda person: (person["name"], person["node"]),
-        )  # fmt: skip
-        total = len(people)
-        if total == PRESENCE_LIMIT:
-            total = await registry.room_size(self.group)
-        await self.send_json({"type": "presence", "members": people, "total": total})
+    async def presence_diff(self, event: dict[str, Any]) -> None:
+        """A node's batch of joins and leaves in this room: passed on as it is."""
+        await self.send_json({key: event[key] for key in ("node_id", "count", "joined", "left")}
+                             | {"type": "presence.diff"})  # fmt: skip
+
+    async def presence_gone(self, event: dict[str, Any]) -> None:
+        """Nodes that died (from this node's watch): their people leave the list."""
+        await self.send_json({"type": "presence.gone", "node_ids": event["node_ids"]})
 
     async def broadcast_message(self, event: dict[str, Any]) -> None:
         """`manage.py broadcast chat.ROOM TEXT` (or the emitter): shown as an announcement."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -37,10 +38,21 @@ def worker(redis_url: str, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     process.wait(10)
 
 
-async def enter(browser: object, node: DaphneNode, name: str, room: str) -> object:
-    """A person on ``node``: saves a display name, then opens the room."""
+async def enter(
+    browser: object, node: DaphneNode, name: str, room: str, sent: list[str] | None = None
+) -> object:
+    """A person on ``node``: saves a display name, then opens the room.
+
+    ``sent`` collects every WebSocket frame the page sends.
+    """
     context = await browser.new_context()  # type: ignore[attr-defined]
     page = await context.new_page()
+    if sent is not None:
+
+        def record(frame: str | bytes) -> None:
+            sent.append(frame if isinstance(frame, str) else frame.decode())
+
+        page.on("websocket", lambda ws: ws.on("framesent", record))
     await page.goto(f"{node.base_url}/")
     await page.fill("#name", name)
     await page.click("text=Save")
@@ -101,13 +113,24 @@ async def test_two_people_on_two_nodes(
     expect = playwright_api.expect
     node_a, node_b = daphne("node-a", "node-b", env=FAST_REGISTRY)
     room = f"room-{uuid.uuid4().hex[:6]}"
-    ann = await enter(browser, node_a, "Ann", room)
-    bob = await enter(browser, node_b, "Bob", room)
+    sent: list[str] = []  # what Ann's and Bob's pages send
+    ann = await enter(browser, node_a, "Ann", room, sent)
+    bob = await enter(browser, node_b, "Bob", room, sent)
 
-    # each sees the other in the room's presence list, pushed from the registry
+    # each sees the other in the room's presence list: Bob's page read it on joining,
+    # Ann's got Bob's join as a diff from node-b
     for page in (ann, bob):
         await expect(page.locator("#presence")).to_contain_text("Ann (node-a)", timeout=WAIT_MS)
         await expect(page.locator("#presence")).to_contain_text("Bob (node-b)", timeout=WAIT_MS)
+
+    # someone comes and goes on node-b: both lists follow, from diffs alone
+    cid = await enter(browser, node_b, "Cid", room)
+    for page in (ann, bob):
+        await expect(page.locator("#presence")).to_contain_text("Cid (node-b)", timeout=WAIT_MS)
+    await cid.context.close()  # type: ignore[attr-defined]
+    for page in (ann, bob):
+        await expect(page.locator("#presence")).not_to_contain_text("Cid", timeout=WAIT_MS)
+    await expect(ann.locator("#presence li")).to_have_count(2)
 
     # messages cross nodes, each shown once
     await say(ann, "hello from <b>Ann</b>")
@@ -148,3 +171,8 @@ async def test_two_people_on_two_nodes(
     node_b.process.send_signal(signal.SIGKILL)
     await expect(ann.locator("#presence")).not_to_contain_text("Bob", timeout=WAIT_MS)
     await expect(ann.locator("#presence")).to_contain_text("Ann (node-a)")
+
+    # all along, no page asked for the list again: it was read once, on joining
+    requests = [frame for frame in sent if json.loads(frame).get("type") == "presence"]
+    assert requests == []
+    assert len(sent) == 3  # Ann's line, Bob's /roll and Ann's /who
