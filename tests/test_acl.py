@@ -125,6 +125,7 @@ async def test_the_whole_layer_runs_as_the_acl_user(acl_url, admin, prefix, sett
         assert (await a.registry.rooms(order="size")).total == 1
         assert (await a.registry.room("room")).size == 2
         assert await a.registry.room_size("room") == 2
+        assert await a.registry.members_per_node("room") == {a.node_id: 1, b.node_id: 1}
         assert {m.metadata.get("name") for m in await a.registry.members("room")} == {"Ann", None}
         assert set(await a.registry.groups_of(ch_a)) == {"room"}
         assert {n.id for n in await a.registry.nodes()} == {a.node_id, b.node_id}
