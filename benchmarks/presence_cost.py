@@ -95,7 +95,8 @@ def main() -> None:
             INSTALLED_APPS=["channels"],
             CHANNEL_LAYERS={"default": {
                 "BACKEND": "broadcast_layer.layer.BroadcastChannelLayer",
-                "CONFIG": {"hosts": [server.url]},
+                # No heartbeat tick or dead-node check in the window: only the join counts.
+                "CONFIG": {"hosts": [server.url], "heartbeat_interval": 60, "node_ttl": 120},
             }},
             CHAT_PRESENCE_INTERVAL=0.5,
         )  # fmt: skip
