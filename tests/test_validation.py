@@ -89,6 +89,7 @@ async def test_room_newline_is_refused_by_every_layer_call_and_nothing_is_writte
         lambda: layer.registry.room_size("room\n"),
         lambda: layer.registry.room("room\n"),
         lambda: layer.registry.members("room\n"),
+        lambda: layer.registry.members_per_node("room\n"),
         lambda: layer.registry.channel(channel + "\n"),
     ]
     for call in calls:
