@@ -35,8 +35,10 @@ MAX_TEXT_LENGTH = 2000
 MAX_FRAME_LENGTH = 6 * MAX_TEXT_LENGTH + 100
 #: Per connection: a burst of CHAT_BURST lines (or commands), refilled at CHAT_RATE a second.
 CHAT_RATE, CHAT_BURST = 3.0, 10.0
-#: Presence requests answer with the member list, so they get a smaller allowance.
-PRESENCE_RATE, PRESENCE_BURST = 1.0, 5.0
+#: A presence request answers with the member list (two registry reads). The page never
+#: needs one (it reads the list on joining, then applies diffs), so a client asking
+#: often is polling, which the diffs replace: 3 at once, then one every 10 seconds.
+PRESENCE_RATE, PRESENCE_BURST = 0.1, 3.0
 #: Refused frames tolerated (refilled slowly) before the connection is closed.
 PATIENCE_RATE, PATIENCE_BURST = 0.2, 20.0
 #: At most this many members in a presence list, whatever the room's size.
