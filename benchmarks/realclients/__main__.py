@@ -60,8 +60,9 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of chat")
     parser.add_argument("--procs", type=int, default=4, help="client processes")
     parser.add_argument("--in-flight", type=int, default=100, help="handshakes in flight, total")
-    parser.add_argument("--presence-poll", type=float, default=2.0,
-                        help="the demo page's presence poll in seconds (0: off)")  # fmt: skip
+    parser.add_argument("--presence-poll", type=float, default=0.0,
+                        help="a presence request every N seconds per client, as the page "
+                             "did before presence diffs (0: off, as the page is now)")  # fmt: skip
     parser.add_argument("--plot", default=str(ROOT / "docs" / "images" / "realclients.png"))
     args = parser.parse_args()
     unknown = set(args.targets.split(",")) - set(TARGETS)
