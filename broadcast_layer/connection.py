@@ -53,6 +53,17 @@ DEFAULT_LIMITS = PoolLimits()
 _NOT_RETRYABLE = (AuthenticationError, AuthorizationError, NotSent)
 
 
+@contextlib.contextmanager
+def _not_sent(what: str) -> Iterator[None]:
+    """Connection errors inside become :class:`NotSent`: the command was never written."""
+    try:
+        yield
+    except _NOT_RETRYABLE:
+        raise
+    except CONNECTION_ERRORS as exc:
+        raise NotSent(f"{what}: {exc}") from exc
+
+
 _REDIS_SOCKET_TIMEOUT: float | None
 try:  # redis-py >= 6 applies a default socket_timeout that is not in connection_kwargs
     from redis._defaults import DEFAULT_SOCKET_TIMEOUT as _REDIS_SOCKET_TIMEOUT
@@ -93,11 +104,8 @@ class _AsyncGuard(AsyncAbstractConnection):
     async def connect(self) -> None:
         self._handshaking = True  # the handshake sends several commands before reading
         try:
-            await super().connect()  # type: ignore[no-untyped-call]
-        except _NOT_RETRYABLE:
-            raise
-        except CONNECTION_ERRORS as exc:
-            raise NotSent(f"Could not connect to Redis: {exc}") from exc
+            with _not_sent("Could not connect to Redis"):
+                await super().connect()  # type: ignore[no-untyped-call]
         finally:
             self._handshaking = False
 
@@ -128,12 +136,8 @@ class _AsyncGuard(AsyncAbstractConnection):
         if not self.is_connected:
             await self.connect()
         if check_health:
-            try:
+            with _not_sent("Health check before the command failed"):
                 await self.check_health()  # type: ignore[no-untyped-call]
-            except _NOT_RETRYABLE:
-                raise
-            except CONNECTION_ERRORS as exc:
-                raise NotSent(f"Health check before the command failed: {exc}") from exc
         await super().send_packed_command(command, check_health=False)
 
 
@@ -149,20 +153,12 @@ class _SyncGuard(redis.connection.AbstractConnection):
         self.retry = SyncRetry(NoBackoff(), 0)  # see _AsyncGuard
 
     def connect(self) -> None:
-        try:
+        with _not_sent("Could not connect to Redis"):
             super().connect()  # type: ignore[no-untyped-call]
-        except _NOT_RETRYABLE:
-            raise
-        except CONNECTION_ERRORS as exc:
-            raise NotSent(f"Could not connect to Redis: {exc}") from exc
 
     def check_health(self) -> None:
-        try:
+        with _not_sent("Health check before the command failed"):
             super().check_health()  # type: ignore[no-untyped-call]
-        except _NOT_RETRYABLE:
-            raise
-        except CONNECTION_ERRORS as exc:
-            raise NotSent(f"Health check before the command failed: {exc}") from exc
 
 
 @functools.cache
