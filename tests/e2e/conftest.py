@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import socket
@@ -200,3 +201,14 @@ def screenshots(tmp_path: Path) -> Path:
     if os.environ.get("SAVE_SCREENSHOTS"):
         return REPO_ROOT / "docs" / "images"
     return tmp_path
+
+
+def http_get(port: int, path: str, timeout: float = 30) -> tuple[int, str]:
+    """GET ``path`` from a local server; its status and body."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()

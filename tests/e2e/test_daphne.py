@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 import os
 import sys
@@ -19,7 +18,7 @@ from websockets.typing import Origin
 from broadcast_layer.layer import BroadcastChannelLayer
 
 from ..conftest import eventually
-from .conftest import REPO_ROOT, DaphneFactory, DaphneNode
+from .conftest import REPO_ROOT, DaphneFactory, DaphneNode, http_get
 
 TIMEOUT = 10.0
 
@@ -52,13 +51,7 @@ async def until_closed(ws: ClientConnection) -> ConnectionClosed:
 
 
 def get(node: DaphneNode, path: str) -> tuple[int, str]:
-    connection = http.client.HTTPConnection("127.0.0.1", node.port, timeout=TIMEOUT)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        return response.status, response.read().decode()
-    finally:
-        connection.close()
+    return http_get(node.port, path, TIMEOUT)
 
 
 async def test_message_reaches_members_on_both_nodes(two_nodes: list[DaphneNode]) -> None:

@@ -6,7 +6,6 @@ process it starts, including the short-lived ``manage.py demo_account``.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
@@ -24,7 +23,7 @@ import pytest
 import redis
 
 from ..test_embedded import unauthenticated_ping
-from .conftest import REPO_ROOT, _free_port
+from .conftest import REPO_ROOT, _free_port, http_get
 
 STARTUP_TIMEOUT = 90.0
 
@@ -61,16 +60,6 @@ def wait_for_line(queue: Queue[str], pattern: str, seen: list[str]) -> re.Match[
     pytest.fail(f"no line matching {pattern!r} in:\n{''.join(seen)}")
 
 
-def get(port: int, path: str) -> tuple[int, str]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        return response.status, response.read().decode()
-    finally:
-        connection.close()
-
-
 @pytest.mark.slow
 def test_make_demo_keeps_secrets_off_argv_and_locks_redis_down(tmp_path: Path) -> None:
     argv_log = tmp_path / "argv.jsonl"
@@ -98,7 +87,7 @@ def test_make_demo_keeps_secrets_off_argv_and_locks_redis_down(tmp_path: Path) -
             deadline = time.monotonic() + STARTUP_TIMEOUT
             while True:
                 try:
-                    status, body = get(port, "/no-such-page/")
+                    status, body = http_get(port, "/no-such-page/")
                     break
                 except OSError:
                     if time.monotonic() > deadline:
