@@ -246,37 +246,36 @@ def sentinel_port(redis_server, tmp_path):
     process.wait(10)
 
 
-async def test_sentinel_hosts_find_the_master(sentinel_port, prefix):
+@pytest.fixture
+async def sentinel_pair(sentinel_port, prefix):
+    """Two layers configured with the sentinel, and a channel of the first in a group."""
     host = {"sentinels": [("127.0.0.1", sentinel_port)], "master_name": "mymaster"}
     a = BroadcastChannelLayer(hosts=[host], prefix=prefix)
     b = BroadcastChannelLayer(hosts=[host], prefix=prefix)
     try:
         channel = await a.new_channel()
         await a.group_add("via-sentinel", channel)
-        await b.group_send("via-sentinel", {"type": "m"})
-        assert await within(a.receive(channel)) == {"type": "m"}
-        # The sync registry's waiting pool finds the master through the sentinels too.
-        assert await asyncio.to_thread(b.sync_registry.room_size, "via-sentinel") == 1
-        b.sync_registry.close()
+        yield a, b, channel
     finally:
         await a.close()
         await b.close()
 
 
-async def test_sentinel_hosts_survive_killed_connections(sentinel_port, redis_server, prefix):
+async def test_sentinel_hosts_find_the_master(sentinel_pair):
+    a, b, channel = sentinel_pair
+    await b.group_send("via-sentinel", {"type": "m"})
+    assert await within(a.receive(channel)) == {"type": "m"}
+    # The sync registry's waiting pool finds the master through the sentinels too.
+    assert await asyncio.to_thread(b.sync_registry.room_size, "via-sentinel") == 1
+    b.sync_registry.close()
+
+
+async def test_sentinel_hosts_survive_killed_connections(sentinel_pair, redis_server):
     """The guard covers Sentinel's managed connections too: the next call succeeds."""
-    host = {"sentinels": [("127.0.0.1", sentinel_port)], "master_name": "mymaster"}
-    a = BroadcastChannelLayer(hosts=[host], prefix=prefix)
-    b = BroadcastChannelLayer(hosts=[host], prefix=prefix)
-    try:
-        channel = await a.new_channel()
-        await a.group_add("via-sentinel", channel)
-        await b.group_send("via-sentinel", {"type": "m", "n": 0})
-        assert await within(a.receive(channel)) == {"type": "m", "n": 0}
-        assert faults.kill_clients(redis_server.url, "normal") >= 1
-        assert await b.group_send("via-sentinel", {"type": "m", "n": 1}) == 1
-        assert await within(a.receive(channel)) == {"type": "m", "n": 1}
-        assert await b.registry.room_size("via-sentinel") == 1
-    finally:
-        await a.close()
-        await b.close()
+    a, b, channel = sentinel_pair
+    await b.group_send("via-sentinel", {"type": "m", "n": 0})
+    assert await within(a.receive(channel)) == {"type": "m", "n": 0}
+    assert faults.kill_clients(redis_server.url, "normal") >= 1
+    assert await b.group_send("via-sentinel", {"type": "m", "n": 1}) == 1
+    assert await within(a.receive(channel)) == {"type": "m", "n": 1}
+    assert await b.registry.room_size("via-sentinel") == 1
