@@ -24,7 +24,7 @@ from typing import Any
 from channels.exceptions import ChannelFull
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from broadcast_layer.consumers import RemoteControlMixin
+from broadcast_layer.consumers import NoPerMessageDatabaseCleanupMixin, RemoteControlMixin
 
 from . import presence
 from .rooms import SESSION_NAME_KEY, clean_display_name, group_name, guest_name, is_valid_room_name
@@ -66,7 +66,11 @@ class TokenBucket:
         return True
 
 
-class ChatConsumer(RemoteControlMixin, AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+# Its handlers never use the ORM (the user and session are loaded by the auth
+# middleware, through database_sync_to_async): no per-message clean-up hop is needed.
+class ChatConsumer(  # type: ignore[misc]
+    NoPerMessageDatabaseCleanupMixin, RemoteControlMixin, AsyncJsonWebsocketConsumer
+):
     room: str | None = None
     group: str | None = None
     name: str = ""
