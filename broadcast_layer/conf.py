@@ -1,14 +1,21 @@
-"""The layer's ``CONFIG``, validated once into a frozen :class:`LayerConfig`."""
+"""The layer's ``CONFIG``: one declaration per option, validated once into a :class:`LayerConfig`.
+
+Each option is one field of :class:`LayerConfig` carrying an :class:`Option` (the keyword
+argument's default and annotation, its validator, its row in docs/configuration.md).
+The layer's keyword arguments, :func:`build_config`, the system check (which builds the
+layer) and the docs table all follow from these fields; tests hold them equal.
+"""
 
 from __future__ import annotations
 
 import fnmatch
 import inspect
+import json
 import re
 import types
 import typing
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from channels_redis.utils import create_pool, decode_hosts
@@ -29,38 +36,7 @@ PREFIX_CHARACTERS = "ASCII letters, digits, '-', '_' and '.'"
 _PREFIX = re.compile(r"[A-Za-z0-9_.\-]+")
 
 
-@dataclass(frozen=True)
-class LayerConfig:
-    """Validated layer options; see docs/configuration.md for each one."""
-
-    hosts: tuple[dict[str, Any], ...]
-    prefix: str = "asgi"
-    expiry: float = 60
-    group_expiry: float = 86400
-    capacity: int = 100
-    channel_capacity: tuple[tuple[re.Pattern[str], int], ...] = ()
-    symmetric_encryption_keys: tuple[str | bytes, ...] | None = None
-    serializer_format: str = "msgpack"
-    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
-    subscribe_timeout: float = 10.0
-    heartbeat_interval: float = 5.0
-    node_ttl: float = 15.0
-    failover_timeout: float = 10.0
-    max_connections: int = 100
-    pool_timeout: float = 5.0
-    reconnect_backoff: Backoff = field(default=DEFAULT_BACKOFF)
-
-    @property
-    def pool_limits(self) -> PoolLimits:
-        """The size of each command-connection pool and how long a caller waits for one."""
-        return PoolLimits(self.max_connections, self.pool_timeout)
-
-    def capacity_for(self, channel: str) -> int:
-        """The capacity of ``channel``: the first matching pattern's, else the default."""
-        for pattern, capacity in self.channel_capacity:
-            if pattern.match(channel):
-                return capacity
-        return self.capacity
+# -- validators: each takes the key and the given value, returns the value to store -----
 
 
 def _positive(name: str, value: Any, *, integer: bool = False) -> Any:
@@ -71,23 +47,59 @@ def _positive(name: str, value: Any, *, integer: bool = False) -> Any:
     return value
 
 
-def _compile_capacities(
-    channel_capacity: Mapping[Any, int] | None,
+def _positive_number(name: str, value: Any) -> Any:
+    return _positive(name, value)
+
+
+def _positive_integer(name: str, value: Any) -> Any:
+    return _positive(name, value, integer=True)
+
+
+def _prefix(name: str, prefix: Any) -> str:
+    if (
+        not isinstance(prefix, str)
+        or len(prefix) > MAX_PREFIX_LENGTH
+        or not _PREFIX.fullmatch(prefix)
+    ):
+        raise ConfigurationError(
+            f"CONFIG[{name!r}] must be 1 to {MAX_PREFIX_LENGTH} {PREFIX_CHARACTERS}"
+            f" (no ':', glob characters, braces or whitespace), got {prefix!r:.80}"
+        )
+    return prefix
+
+
+def _encryption_keys(name: str, keys: Any) -> tuple[str | bytes, ...] | None:
+    if isinstance(keys, (str, bytes)):
+        raise ConfigurationError(f"CONFIG[{name!r}] must be a list of keys")
+    return tuple(keys) if keys else None
+
+
+def _as_given(name: str, value: Any) -> Any:
+    """No check here: the layer refuses an unknown serializer_format when it builds one."""
+    return value
+
+
+def _channel_capacity(
+    name: str, channel_capacity: Mapping[Any, int] | None
 ) -> tuple[tuple[re.Pattern[str], int], ...]:
     if not channel_capacity:
         return ()
     if not isinstance(channel_capacity, Mapping):
-        raise ConfigurationError("CONFIG['channel_capacity'] must be a dict of pattern: capacity")
+        raise ConfigurationError(f"CONFIG[{name!r}] must be a dict of pattern: capacity")
     compiled = []
     for pattern, capacity in channel_capacity.items():
-        _positive("channel_capacity", capacity, integer=True)
+        _positive(name, capacity, integer=True)
         if not isinstance(pattern, str) and not hasattr(pattern, "match"):
             raise ConfigurationError(
-                f"CONFIG['channel_capacity'] keys must be globs or regexes, got {pattern!r}"
+                f"CONFIG[{name!r}] keys must be globs or regexes, got {pattern!r}"
             )
         regex = pattern if hasattr(pattern, "match") else re.compile(fnmatch.translate(pattern))
         compiled.append((regex, capacity))
     return tuple(compiled)
+
+
+def _hosts(name: str, value: Any) -> tuple[dict[str, Any], ...]:
+    return _decode_hosts(value)
 
 
 def _decode_hosts(hosts: Sequence[Any] | None) -> tuple[dict[str, Any], ...]:
@@ -204,56 +216,179 @@ def connection_option_errors(hosts: Sequence[Any] | None) -> list[str]:
     return errors
 
 
-def build_config(
-    *,
-    hosts: Sequence[Any] | None,
-    prefix: str,
-    expiry: float,
-    group_expiry: float,
-    capacity: int,
-    channel_capacity: Mapping[Any, int] | None,
-    symmetric_encryption_keys: Sequence[str | bytes] | None,
-    serializer_format: str,
-    max_message_size: int,
-    subscribe_timeout: float,
-    heartbeat_interval: float,
-    node_ttl: float,
-    failover_timeout: float,
-    max_connections: int = 100,
-    pool_timeout: float = 5.0,
-) -> LayerConfig:
-    """Validate the layer's keyword arguments; raise :class:`ConfigurationError` naming the key."""
-    if (
-        not isinstance(prefix, str)
-        or len(prefix) > MAX_PREFIX_LENGTH
-        or not _PREFIX.fullmatch(prefix)
-    ):
+# -- the declaration ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Option:
+    """One ``CONFIG`` key as declared on its :class:`LayerConfig` field."""
+
+    #: The keyword argument's default (what an absent key means).
+    default: Any
+    #: The keyword argument's annotation, as the layer's signature spells it.
+    accepts: str
+    #: Given value -> value to store; raises ConfigurationError naming the key.
+    validate: Callable[[str, Any], Any]
+    #: One line for the docs table: what the option sets.
+    doc: str
+    #: The docs table's "Type" column.
+    kind: str
+    #: How it compares with channels_redis (the docs table's last column).
+    channels_redis: str = "**new**"
+    #: The heading in docs/configuration.md that describes it (default: the key).
+    section: str = ""
+    #: The "Default" column when the default's repr would not say it (``None`` for hosts).
+    shown_default: str = ""
+
+    def default_text(self) -> str:
+        """The "Default" column: ``"asgi"``, ``60``, none..."""
+        if self.shown_default:
+            return self.shown_default
+        if self.default is None:
+            return "none"
+        text = json.dumps(self.default) if isinstance(self.default, str) else repr(self.default)
+        return f"`{text}`"
+
+
+def _option(**declaration: Any) -> Any:
+    """A required :class:`LayerConfig` field declaring one ``CONFIG`` key."""
+    return field(metadata={"option": Option(**declaration)})
+
+
+_SECONDS = "number (s)"
+_CAPACITY = "capacity-and-channel_capacity"
+_POOL = "max_connections-and-pool_timeout"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerConfig:
+    """Validated layer options; each field with an :class:`Option` is a ``CONFIG`` key.
+
+    Built by :func:`build_config`. The order of the fields is the order of the layer's
+    keyword arguments and of the docs table.
+    """
+
+    hosts: tuple[dict[str, Any], ...] = _option(
+        default=None, accepts="Sequence[Any] | None", validate=_hosts,
+        doc="The Redis servers (URLs, `(host, port)` pairs, dicts, Sentinel)",
+        kind="list of URL / `(host, port)` / dict", channels_redis="same",
+        shown_default='`["redis://localhost:6379"]`',
+    )  # fmt: skip
+    prefix: str = _option(
+        default="asgi", accepts="str", validate=_prefix,
+        doc="Starts every Redis key and pub/sub channel name", kind="str",
+        channels_redis=f"same meaning; 1 to {MAX_PREFIX_LENGTH} of `[A-Za-z0-9_.-]` (no `:`)",
+    )  # fmt: skip
+    expiry: float = _option(
+        default=60, accepts="float", validate=_positive_number,
+        doc="Seconds a message may wait unread", kind=_SECONDS, channels_redis="same",
+    )  # fmt: skip
+    group_expiry: float = _option(
+        default=86400, accepts="float", validate=_positive_number,
+        doc="Seconds a membership lasts after its last `group_add`", kind=_SECONDS,
+        channels_redis="same",
+    )  # fmt: skip
+    capacity: int = _option(
+        default=100, accepts="int", validate=_positive_integer,
+        doc="Messages that may wait on one channel", kind="int", section=_CAPACITY,
+        channels_redis="same key, per channel (see below)",
+    )  # fmt: skip
+    channel_capacity: tuple[tuple[re.Pattern[str], int], ...] = _option(
+        default=None, accepts="Mapping[Any, int] | None", validate=_channel_capacity,
+        doc="`capacity` by channel name pattern", kind="dict pattern → int",
+        section=_CAPACITY, channels_redis="same",
+    )  # fmt: skip
+    symmetric_encryption_keys: tuple[str | bytes, ...] | None = _option(
+        default=None, accepts="Sequence[str | bytes] | None", validate=_encryption_keys,
+        doc="Fernet keys: the first encrypts, every one decrypts", kind="list of str/bytes",
+        channels_redis="same",
+    )  # fmt: skip
+    serializer_format: str = _option(
+        default="msgpack", accepts="str", validate=_as_given,
+        doc="How messages are serialized", kind="str", channels_redis="same",
+    )  # fmt: skip
+    max_message_size: int = _option(
+        default=DEFAULT_MAX_MESSAGE_SIZE, accepts="int", validate=_positive_integer,
+        doc="The largest serialized message", kind="int (bytes)",
+        shown_default=f"`{DEFAULT_MAX_MESSAGE_SIZE}` (4 MiB)",
+    )  # fmt: skip
+    subscribe_timeout: float = _option(
+        default=10.0, accepts="float", validate=_positive_number,
+        doc="Seconds to wait for a SUBSCRIBE or another node's acknowledgement",
+        kind=_SECONDS,
+    )  # fmt: skip
+    heartbeat_interval: float = _option(
+        default=5.0, accepts="float", validate=_positive_number,
+        doc="Seconds between a node's heartbeat ticks", kind=_SECONDS,
+    )  # fmt: skip
+    node_ttl: float = _option(
+        default=15.0, accepts="float", validate=_positive_number,
+        doc="Seconds after its last heartbeat when a node counts as dead", kind=_SECONDS,
+    )  # fmt: skip
+    failover_timeout: float = _option(
+        default=10.0, accepts="float", validate=_positive_number,
+        doc="Seconds calls wait for a Sentinel master while there is none", kind=_SECONDS,
+    )  # fmt: skip
+    max_connections: int = _option(
+        default=100, accepts="int", validate=_positive_integer,
+        doc="Command connections one pool opens", kind="int", section=_POOL,
+        channels_redis="**new** (channels_redis: per host entry only)",
+    )  # fmt: skip
+    pool_timeout: float = _option(
+        default=5.0, accepts="float", validate=_positive_number,
+        doc="Seconds a call waits for a pool connection", kind=_SECONDS, section=_POOL,
+    )  # fmt: skip
+    #: Not a CONFIG key: the pub/sub reconnect backoff (docs: "Fixed values").
+    reconnect_backoff: Backoff = field(default=DEFAULT_BACKOFF)
+
+    @property
+    def pool_limits(self) -> PoolLimits:
+        """The size of each command-connection pool and how long a caller waits for one."""
+        return PoolLimits(self.max_connections, self.pool_timeout)
+
+    def capacity_for(self, channel: str) -> int:
+        """The capacity of ``channel``: the first matching pattern's, else the default."""
+        for pattern, capacity in self.channel_capacity:
+            if pattern.match(channel):
+                return capacity
+        return self.capacity
+
+
+#: Every ``CONFIG`` key and its declaration, in the order of the layer's keyword arguments.
+OPTIONS: Mapping[str, Option] = types.MappingProxyType(
+    {each.name: each.metadata["option"] for each in fields(LayerConfig) if each.metadata}
+)
+
+
+def build_config(config: Mapping[str, Any]) -> LayerConfig:
+    """Validate ``CONFIG`` (absent keys take their defaults) into a :class:`LayerConfig`.
+
+    Raises ``TypeError`` naming an unknown key and :class:`ConfigurationError` (a
+    ``ValueError``) naming the key of a bad value. No I/O.
+    """
+    unknown = [key for key in config if key not in OPTIONS]
+    if unknown:
+        raise TypeError(f"unexpected CONFIG key {unknown[0]!r}")
+    values = {
+        name: option.validate(name, config.get(name, option.default))
+        for name, option in OPTIONS.items()
+    }
+    if values["node_ttl"] <= values["heartbeat_interval"]:
         raise ConfigurationError(
-            f"CONFIG['prefix'] must be 1 to {MAX_PREFIX_LENGTH} {PREFIX_CHARACTERS}"
-            f" (no ':', glob characters, braces or whitespace), got {prefix!r:.80}"
+            f"CONFIG['node_ttl'] ({values['node_ttl']}) must exceed heartbeat_interval"
+            f" ({values['heartbeat_interval']})"
         )
-    if _positive("node_ttl", node_ttl) <= _positive("heartbeat_interval", heartbeat_interval):
-        raise ConfigurationError(
-            f"CONFIG['node_ttl'] ({node_ttl}) must exceed heartbeat_interval ({heartbeat_interval})"
-        )
-    if isinstance(symmetric_encryption_keys, (str, bytes)):
-        raise ConfigurationError("CONFIG['symmetric_encryption_keys'] must be a list of keys")
-    return LayerConfig(
-        hosts=_decode_hosts(hosts),
-        prefix=prefix,
-        expiry=_positive("expiry", expiry),
-        group_expiry=_positive("group_expiry", group_expiry),
-        capacity=_positive("capacity", capacity, integer=True),
-        channel_capacity=_compile_capacities(channel_capacity),
-        symmetric_encryption_keys=(
-            tuple(symmetric_encryption_keys) if symmetric_encryption_keys else None
-        ),
-        serializer_format=serializer_format,
-        max_message_size=_positive("max_message_size", max_message_size, integer=True),
-        subscribe_timeout=_positive("subscribe_timeout", subscribe_timeout),
-        heartbeat_interval=heartbeat_interval,
-        node_ttl=node_ttl,
-        failover_timeout=_positive("failover_timeout", failover_timeout),
-        max_connections=_positive("max_connections", max_connections, integer=True),
-        pool_timeout=_positive("pool_timeout", pool_timeout),
-    )
+    return LayerConfig(**values)
+
+
+def markdown_table() -> str:
+    """The table of keys in docs/configuration.md, as the declaration gives it."""
+    rows = [
+        "| Key | Type | Default | What it sets | New vs channels_redis |",
+        "|---|---|---|---|---|",
+    ]
+    for name, option in OPTIONS.items():
+        link = f"[`{name}`](#{option.section or name})"
+        cells = (link, option.kind, option.default_text(), option.doc, option.channels_redis)
+        rows.append(f"| {' | '.join(cells)} |")
+    return "\n".join(rows) + "\n"

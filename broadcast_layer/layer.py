@@ -18,7 +18,7 @@ from channels_redis.serializers import registry as serializers
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .conf import DEFAULT_MAX_MESSAGE_SIZE, LayerConfig, build_config
+from .conf import DEFAULT_MAX_MESSAGE_SIZE, OPTIONS, LayerConfig, build_config
 from .exceptions import (
     ConfigurationError,
     InvalidMessage,
@@ -66,7 +66,8 @@ class BroadcastChannelLayer(BaseChannelLayer):
 
     ``CONFIG`` takes channels_redis's keys with the same meaning, plus the ones
     documented in docs/configuration.md; an unknown key is a ``TypeError`` that
-    names it.
+    names it. The keyword arguments are the options declared in
+    :mod:`broadcast_layer.conf` (names, defaults, annotations: a test holds them equal).
     """
 
     extensions = ["groups", "flush"]
@@ -89,23 +90,8 @@ class BroadcastChannelLayer(BaseChannelLayer):
         max_connections: int = 100,
         pool_timeout: float = 5.0,
     ) -> None:
-        self.config: LayerConfig = build_config(
-            hosts=hosts,
-            prefix=prefix,
-            expiry=expiry,
-            group_expiry=group_expiry,
-            capacity=capacity,
-            channel_capacity=channel_capacity,
-            symmetric_encryption_keys=symmetric_encryption_keys,
-            serializer_format=serializer_format,
-            max_message_size=max_message_size,
-            subscribe_timeout=subscribe_timeout,
-            heartbeat_interval=heartbeat_interval,
-            node_ttl=node_ttl,
-            failover_timeout=failover_timeout,
-            max_connections=max_connections,
-            pool_timeout=pool_timeout,
-        )
+        arguments = locals()  # exactly the declared options (a test holds them equal)
+        self.config: LayerConfig = build_config({name: arguments[name] for name in OPTIONS})
         super().__init__(expiry=expiry, capacity=capacity)
         self.channel_capacity = list(self.config.channel_capacity)  # what get_capacity() reads
         self.group_expiry = group_expiry

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
+import re
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import redis
 
-from broadcast_layer import ConfigurationError
+from broadcast_layer import ConfigurationError, conf
 from broadcast_layer.embedded import EmbeddedRedis, _free_port, find_redis_server
 from broadcast_layer.layer import BroadcastChannelLayer
 
@@ -279,3 +282,56 @@ async def test_sentinel_hosts_survive_killed_connections(sentinel_pair, redis_se
     assert await b.group_send("via-sentinel", {"type": "m", "n": 1}) == 1
     assert await within(a.receive(channel)) == {"type": "m", "n": 1}
     assert await b.registry.room_size("via-sentinel") == 1
+
+
+# -- one declaration per option ---------------------------------------------------------
+
+
+def test_the_layers_keyword_arguments_are_the_declared_options():
+    """Name, order, default and annotation of each keyword argument come from conf.py."""
+    parameters = list(inspect.signature(BroadcastChannelLayer.__init__).parameters.values())[1:]
+    assert [p.name for p in parameters] == list(conf.OPTIONS)
+    for parameter in parameters:
+        option = conf.OPTIONS[parameter.name]
+        assert parameter.default == option.default, parameter.name
+        assert parameter.annotation == option.accepts, parameter.name
+
+
+def test_an_absent_key_takes_the_declared_default():
+    config = BroadcastChannelLayer().config
+    for name, option in conf.OPTIONS.items():
+        assert getattr(config, name) == option.validate(name, option.default), name
+
+
+@pytest.mark.parametrize("name", list(conf.OPTIONS))
+def test_every_option_reaches_the_layers_config(name):
+    """A value given for a key is validated and stored (not dropped on the way)."""
+    given = {"hosts": ["redis://example:6380/1"], "prefix": "p", "channel_capacity": {"a*": 3},
+             "symmetric_encryption_keys": ["k"], "serializer_format": "json",
+             "node_ttl": 99.5}.get(name, 7)  # fmt: skip
+    layer = BroadcastChannelLayer(**{name: given})
+    assert getattr(layer.config, name) == conf.OPTIONS[name].validate(name, given)
+    assert getattr(layer.config, name) != getattr(BroadcastChannelLayer().config, name)
+
+
+def test_build_config_names_an_unknown_key():
+    with pytest.raises(TypeError, match="'hots'"):
+        conf.build_config({"hots": ["redis://localhost"]})
+
+
+DOCS = Path(__file__).parent.parent / "docs" / "configuration.md"
+
+
+def test_the_docs_table_of_keys_is_the_declaration():
+    docs = DOCS.read_text()
+    start = docs.index("| Key | Type |")
+    table = docs[start : docs.index("\n\n", start) + 1]
+    assert table == conf.markdown_table(), (
+        "docs/configuration.md's table of keys is out of date; replace it with:\n"
+        + conf.markdown_table()
+    )
+
+
+def test_the_docs_example_config_names_every_key():
+    example = DOCS.read_text().split("```python", 1)[1].split("```", 1)[0]
+    assert re.findall(r'^ {12}"(\w+)":', example, flags=re.M) == list(conf.OPTIONS)
