@@ -8,12 +8,14 @@ reach nodes that are still serving, as they would in production.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import re
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.contrib import admin
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.admin.utils import quote
 from django.contrib.auth.models import Permission
@@ -22,8 +24,9 @@ from django.urls import reverse
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broadcast_layer import admin_views, registry
-from broadcast_layer.models import Room
+from broadcast_layer import registry
+from broadcast_layer.admin import rooms as room_pages
+from broadcast_layer.models import Node, Room
 from broadcast_layer.validation import require_valid_message_type
 
 from . import faults
@@ -128,6 +131,17 @@ def test_rooms_and_nodes_are_under_the_app_on_the_admin_index(login):
     assert "Broadcast layer" not in text(login("nobody").get(reverse("admin:index")))
 
 
+@pytest.mark.parametrize("model", [Room, Node])
+def test_every_page_is_a_method_of_the_registered_model_admin(model):
+    """Django's pattern: get_urls() wires the ModelAdmin's own methods, no free functions."""
+    model_admin = admin.site._registry[model]
+    for pattern in model_admin.get_urls():
+        view = pattern.callback
+        while not inspect.ismethod(view):
+            view = view.__wrapped__
+        assert view.__self__ is model_admin, pattern.name
+
+
 @pytest.mark.parametrize(
     ("method", "url"),
     [
@@ -222,7 +236,7 @@ async def test_a_search_goes_on_through_the_index_to_fill_its_pages(login, layer
     matches = rooms[900:]
     # No literal start, so the search reads the index from its beginning.
     assert await walk(client, ROOMS + "?q=*-09*") == [matches[:50], matches[50:]]
-    monkeypatch.setattr(admin_views, "SEARCH_CALLS", 1)
+    monkeypatch.setattr(room_pages, "SEARCH_CALLS", 1)
     pages = await walk(client, ROOMS + "?q=*-09*")
     assert pages[0] == []
     assert [name for page in pages for name in page] == matches

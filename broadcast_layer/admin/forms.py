@@ -9,10 +9,10 @@ from django import forms
 from django.http import QueryDict
 from django.utils.http import urlencode
 
-from .emitter import emitter_settings
-from .globs import MAX_GLOB_LENGTH, compile_glob
-from .registry import MAX_OFFSET, Order
-from .validation import (
+from ..emitter import emitter_settings
+from ..globs import MAX_GLOB_LENGTH, compile_glob
+from ..registry import MAX_OFFSET, Order
+from ..validation import (
     MAX_NAME_LENGTH,
     MAX_TYPE_LENGTH,
     loads_object,

@@ -12,8 +12,8 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 
-from .emitter import EmitResult, Emitter
-from .layer import get_layer
+from ..emitter import EmitResult, Emitter
+from ..layer import get_layer
 
 __all__ = ["disconnect", "remove", "send"]
 
