@@ -98,11 +98,7 @@ def _channel_capacity(
     return tuple(compiled)
 
 
-def _hosts(name: str, value: Any) -> tuple[dict[str, Any], ...]:
-    return _decode_hosts(value)
-
-
-def _decode_hosts(hosts: Sequence[Any] | None) -> tuple[dict[str, Any], ...]:
+def _hosts(name: str, hosts: Sequence[Any] | None) -> tuple[dict[str, Any], ...]:
     try:
         decoded = decode_hosts(hosts)
     except ValueError as exc:
