@@ -335,3 +335,19 @@ def test_the_docs_table_of_keys_is_the_declaration():
 def test_the_docs_example_config_names_every_key():
     example = DOCS.read_text().split("```python", 1)[1].split("```", 1)[0]
     assert re.findall(r'^ {12}"(\w+)":', example, flags=re.M) == list(conf.OPTIONS)
+
+
+@pytest.mark.parametrize(
+    "name", [name for name, option in conf.OPTIONS.items() if option.kind[:3] in ("int", "num")]
+)
+def test_the_documented_type_is_the_one_validation_enforces(name):
+    """An option documented as int refuses 1.5; one documented as a number takes it."""
+    option = conf.OPTIONS[name]
+    if option.kind.startswith("int"):
+        with pytest.raises(ConfigurationError, match=name):
+            option.validate(name, 1.5)
+    else:
+        assert option.validate(name, 1.5) == 1.5
+    for bad in (0, -1, True):
+        with pytest.raises(ConfigurationError, match=name):
+            option.validate(name, bad)
