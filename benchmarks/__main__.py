@@ -22,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from broadcast_layer.embedded import EmbeddedRedis, find_redis_server
+from broadcast_layer.contrib.embedded import EmbeddedRedis, find_redis_server
 
 from . import membership, scenarios
 from .harness import BenchError, RedisStats, WorkerPool

@@ -22,8 +22,8 @@ from typing import Any
 
 import redis
 
-from broadcast_layer import scripts
-from broadcast_layer.embedded import EmbeddedRedis
+from broadcast_layer._protocol import scripts
+from broadcast_layer.contrib.embedded import EmbeddedRedis
 from broadcast_layer.layer import BroadcastChannelLayer
 
 STEPS = {
@@ -92,7 +92,7 @@ async def _time_to_converge(observer: BroadcastChannelLayer, layers: list[Any], 
 def _steps(node: Any, client: redis.Redis) -> dict[str, float]:
     """Seconds spent building one re-assert, and running each kind of its scripts."""
     start = time.perf_counter()
-    calls = node.records.reassert_calls(node.subscriptions, len(node.mailboxes), 0.0, 0, 0)
+    calls = node.registry.records.reassert_calls(node.subscriptions, len(node.mailboxes), 0.0, 0, 0)
     spent = {"build (event loop)": time.perf_counter() - start}
     for call in calls:
         script = client.register_script(call.script)
@@ -101,7 +101,7 @@ def _steps(node: Any, client: redis.Redis) -> dict[str, float]:
         script(keys=list(call.keys), args=list(call.args))
         name = f"{STEPS[call.script]} (Redis)"
         spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
-    node.records.mark_lost()  # the heartbeat writes the generation again
+    node.registry.records.mark_lost()  # the heartbeat writes the generation again
     return spent
 
 
@@ -121,9 +121,9 @@ async def _measure(
             await _populate(layer, args.channels, args.rooms)
         want = await _state(layers)
         await _time_to_converge(observer, layers, want)
-        node = layers[0]._node()
+        node = layers[0].nodes.current()
         start = time.monotonic()
-        await node.reassert()
+        await node.registry.reassert()
         reassert = time.monotonic() - start
         flush, restart = [], []
         client = redis.Redis.from_url(server.url)

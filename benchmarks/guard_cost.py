@@ -14,9 +14,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from broadcast_layer import retry
-from broadcast_layer.connection import close_client, make_client
-from broadcast_layer.embedded import EmbeddedRedis
+from broadcast_layer._redis import retry
+from broadcast_layer._redis.clients import close_client, make_client
+from broadcast_layer.contrib.embedded import EmbeddedRedis
 
 N = 20_000
 

@@ -54,7 +54,7 @@ def seed_rooms(url: str, prefix: str, count: int) -> float:
     also hold ``count`` pub/sub subscriptions, which a listing does not read).
     Returns the seconds it took.
     """
-    from broadcast_layer import scripts
+    from broadcast_layer._protocol import scripts
     from broadcast_layer.layer import BroadcastChannelLayer
     from broadcast_layer.registry import RegistryCalls
 

@@ -19,7 +19,7 @@ from typing import Any
 import django
 from django.conf import settings
 
-from broadcast_layer.embedded import EmbeddedRedis
+from broadcast_layer.contrib.embedded import EmbeddedRedis
 
 SETTLE = 1.5  # seconds of silence that mean presence has settled (interval 0.5 s)
 BURST = 20

@@ -23,7 +23,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from broadcast_layer.embedded import EmbeddedRedis
+from broadcast_layer.contrib.embedded import EmbeddedRedis
 
 from .harness import RedisStats, WorkerPool
 from .membership import churn

@@ -14,8 +14,8 @@ import time
 
 import redis
 
-from broadcast_layer.embedded import EmbeddedRedis
-from broadcast_layer.keys import Keys
+from broadcast_layer._protocol.keys import Keys
+from broadcast_layer.contrib.embedded import EmbeddedRedis
 from broadcast_layer.layer import BroadcastChannelLayer
 from broadcast_layer.registry import SyncRegistry
 

@@ -7,7 +7,7 @@ flush) as a user created from it.
 
 from __future__ import annotations
 
-from .keys import Keys
+from ._protocol.keys import Keys
 
 __all__ = ["COMMANDS", "acl_rules", "acl_setuser"]
 

@@ -22,9 +22,9 @@ from channels_redis.utils import create_pool, decode_hosts
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.connection import parse_url
 
+from ._redis.pools import PoolLimits
+from ._redis.retry import DEFAULT_BACKOFF, Backoff
 from .exceptions import ConfigurationError
-from .pools import PoolLimits
-from .retry import DEFAULT_BACKOFF, Backoff
 
 DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
 #: ``CONFIG["prefix"]`` is 1 to this many characters from PREFIX_CHARACTERS.

@@ -14,10 +14,11 @@ from typing import Any
 
 from django.conf import settings
 
-from .connection import SyncHost
-from .keys import Keys, shard_index
-from .layer import _redis_errors, get_layer
-from .node import channel_send_call
+from ._protocol import records
+from ._protocol.keys import Keys, shard_index
+from ._redis.errors import redis_errors
+from ._redis.host import SyncHost
+from .layer import get_layer
 
 __all__ = ["AsyncEmitter", "EmitResult", "Emitter", "all_group", "emitter_settings", "user_group"]
 
@@ -101,8 +102,9 @@ class Emitter:
     def channel(self, channel: str, message: dict[str, Any]) -> EmitResult:
         """Send to one channel (``ChannelFull`` when it is at capacity)."""
         self.layer.require_valid_channel_name(channel)
-        name, call = channel_send_call(self._keys, self.layer.config, channel,
-                                       self.layer.encode(message))  # fmt: skip
+        config = self.layer.config
+        name, call = records.channel_send(self._keys, channel, self.layer.encode(message),
+                                          config.capacity_for(channel), config.expiry)  # fmt: skip
         reached = self._host(name).run(call)
         return EmitResult(channel, reached, 1 if reached else 0)
 
@@ -142,6 +144,6 @@ class AsyncEmitter:
         """See :meth:`Emitter.channel`."""
         self.layer.require_valid_channel_name(channel)
         data = self.layer.encode(message)
-        async with _redis_errors:
-            reached = await self.layer._node().send(channel, data)
+        async with redis_errors:
+            reached = await self.layer.nodes.current().channels.send(channel, data)
         return EmitResult(channel, reached, 1 if reached else 0)

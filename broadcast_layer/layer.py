@@ -1,23 +1,30 @@
 """The Channels channel layer: validates input, then hands work to the current loop's node.
 
-``BroadcastChannelLayer`` faces Channels; :class:`~broadcast_layer.node.Node` faces Redis.
+``BroadcastChannelLayer`` faces Channels; the node's parts (``broadcast_layer._node``) face Redis.
 One layer instance serves every event loop in the process (Daphne's, the fresh ones
 ``async_to_sync`` makes); each loop gets its own node, closed with its loop.
 """
 
 from __future__ import annotations
 
-import asyncio
-import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from channels.layers import BaseChannelLayer
 from channels_redis.serializers import SerializerDoesNotExist
 from channels_redis.serializers import registry as serializers
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ._aliases import configured, not_ours
+from ._node.loops import LoopNodes
+from ._node.node import NodeStats
+from ._protocol.validation import (
+    MAX_NESTING,
+    require_shallow,
+    require_valid_channel_name,
+    require_valid_channel_prefix,
+    require_valid_group_name,
+)
+from ._redis.errors import redis_errors
 from .conf import DEFAULT_MAX_MESSAGE_SIZE, OPTIONS, LayerConfig, build_config
 from .exceptions import (
     ConfigurationError,
@@ -25,40 +32,9 @@ from .exceptions import (
     MessageTooDeep,
     MessageTooLarge,
 )
-from .node import Node, NodeStats
 from .registry import Registry, SyncRegistry
-from .retry import unavailable
-from .scripts import Call
-from .validation import (
-    MAX_NESTING,
-    require_shallow,
-    require_valid_channel_name,
-    require_valid_channel_prefix,
-    require_valid_group_name,
-)
 
-__all__ = ["BroadcastChannelLayer", "get_layer"]
-
-
-class _RedisErrors:
-    """The one place redis-py's connection errors become :class:`RedisUnavailable`.
-
-    A plain class, not ``@asynccontextmanager``: it wraps every ``receive``, and an
-    async generator per call costs more than the receive itself.
-    """
-
-    __slots__ = ()
-
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                        tb: object) -> None:  # fmt: skip
-        if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
-            raise unavailable(exc) from exc
-
-
-_redis_errors = _RedisErrors()
+__all__ = ["BroadcastChannelLayer", "NodeStats", "get_layer"]
 
 
 class BroadcastChannelLayer(BaseChannelLayer):
@@ -106,54 +82,31 @@ class BroadcastChannelLayer(BaseChannelLayer):
             raise ConfigurationError(
                 f"CONFIG['serializer_format']: unknown format {serializer_format!r}"
             ) from None
-        self._nodes: dict[asyncio.AbstractEventLoop, Node] = {}
+        self.nodes = LoopNodes(self.config, self.serializer)
+        """This layer's node on each event loop (internal: the layer's methods use it)."""
         self._sync_registry: SyncRegistry | None = None
-        self.registry = Registry(self)
+        self.registry = Registry(self.config, self.nodes)
         """Async registry queries: ``await layer.registry.members("room42")``."""
-        self._wrapped_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 
     # -- per-loop nodes ----------------------------------------------------------------
-
-    def _node(self) -> Node:
-        loop = asyncio.get_running_loop()
-        node = self._nodes.get(loop)
-        if node is None:
-            node = self._nodes[loop] = Node(self.config, self.serializer)
-            if loop not in self._wrapped_loops:
-                self._wrapped_loops.add(loop)
-                self._close_with(loop)
-        return node
-
-    def _close_with(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Close the loop's node just before the loop closes, so nothing leaks."""
-        original_close = loop.close
-
-        def close() -> None:
-            node = self._nodes.pop(loop, None)
-            if node is not None and not loop.is_closed() and not loop.is_running():
-                loop.run_until_complete(node.close())
-            loop.close = original_close  # type: ignore[method-assign]
-            original_close()
-
-        loop.close = close  # type: ignore[method-assign]
 
     @property
     def node_id(self) -> str:
         """The id of the current event loop's node (part of its channel names)."""
-        return self._node().id
+        return self.nodes.current().id
 
     def stats(self) -> NodeStats:
         """A snapshot of the current loop's node: channels, groups, drops, reconnects."""
-        return self._node().stats()
+        return self.nodes.current().stats()
 
     def local_members(self, group: str) -> frozenset[str]:
         """The channels of the current loop's node that are in ``group`` (no I/O)."""
-        return frozenset(self._node().subscriptions.members(group))
+        return frozenset(self.nodes.current().subscriptions.members(group))
 
     # -- Channels API ------------------------------------------------------------------
 
     # Channels' own checks use match() with "$", which accepts "room\n"; every entry
-    # point of this package uses the full-match rules in broadcast_layer.validation.
+    # point of this package uses the full-match rules in broadcast_layer._protocol.validation.
     def require_valid_group_name(self, name: str) -> bool:
         """Raise :class:`~broadcast_layer.exceptions.InvalidName` (a ``TypeError``) if invalid."""
         require_valid_group_name(name)
@@ -172,26 +125,26 @@ class BroadcastChannelLayer(BaseChannelLayer):
         """
         self.require_valid_channel_name(channel)
         data = self.encode(message)
-        async with _redis_errors:
-            await self._node().send(channel, data)
+        async with redis_errors:
+            await self.nodes.current().channels.send(channel, data)
 
     async def receive(self, channel: str) -> dict[str, Any]:
         """Wait for and return the next message on a channel.
 
         A process-specific channel can only be received on the loop that created it.
         """
-        node = self._node()
-        if channel in node.mailboxes:  # local: valid by construction, and no Redis I/O
-            return await node.receive(channel)
+        channels = self.nodes.current().channels
+        if channel in channels.mailboxes:  # local: valid by construction, and no Redis I/O
+            return await channels.receive(channel)
         self.require_valid_channel_name(channel)
-        async with _redis_errors:
-            return await node.receive(channel)
+        async with redis_errors:
+            return await channels.receive(channel)
 
     async def new_channel(self, prefix: str = "specific") -> str:
         """Create a process-specific channel owned by this loop's node and return its name."""
         require_valid_channel_prefix(prefix)
-        async with _redis_errors:
-            return await self._node().new_channel(prefix)
+        async with redis_errors:
+            return await self.nodes.current().channels.new_channel(prefix)
 
     async def group_add(self, group: str, channel: str) -> None:
         """Add a channel to a group.
@@ -201,15 +154,15 @@ class BroadcastChannelLayer(BaseChannelLayer):
         """
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
-        async with _redis_errors:
-            await self._node().group_add(group, channel)
+        async with redis_errors:
+            await self.nodes.current().groups.add(group, channel)
 
     async def group_discard(self, group: str, channel: str) -> None:
         """Remove a channel from a group (a no-op when it is not a member)."""
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
-        async with _redis_errors:
-            await self._node().group_discard(group, channel)
+        async with redis_errors:
+            await self.nodes.current().groups.discard(group, channel)
 
     async def group_send(self, group: str, message: dict[str, Any]) -> int:
         """Publish a message to a group in one Redis command; never raises ``ChannelFull``.
@@ -218,8 +171,8 @@ class BroadcastChannelLayer(BaseChannelLayer):
         """
         self.require_valid_group_name(group)
         data = self.encode(message)
-        async with _redis_errors:
-            return await self._node().group_send(group, data)
+        async with redis_errors:
+            return await self.nodes.current().groups.send(group, data)
 
     def encode(self, message: dict[str, Any]) -> bytes:
         """Serialize a message as every node expects it (same for the emitter).
@@ -253,10 +206,6 @@ class BroadcastChannelLayer(BaseChannelLayer):
             self._sync_registry = SyncRegistry(self.config)
         return self._sync_registry
 
-    async def _run_registry(self, call: Call[Any]) -> Any:
-        async with _redis_errors:
-            return await self._node().registry.run(call)
-
     async def set_channel_metadata(self, channel: str, metadata: dict[str, Any]) -> bool:
         """Attach JSON metadata (e.g. user id, display name) to a channel in the registry.
 
@@ -268,8 +217,8 @@ class BroadcastChannelLayer(BaseChannelLayer):
         self.require_valid_channel_name(channel)
         if isinstance(metadata, dict):
             require_shallow(metadata)
-        async with _redis_errors:
-            return await self._node().set_metadata(channel, metadata)
+        async with redis_errors:
+            return await self.nodes.current().registry.set_metadata(channel, metadata)
 
     async def disconnect(self, channel: str) -> bool:
         """Send ``{"type": "broadcast.disconnect"}`` to a channel, on whichever node owns it.
@@ -278,21 +227,21 @@ class BroadcastChannelLayer(BaseChannelLayer):
         Returns False when the channel's node is not running.
         """
         self.require_valid_channel_name(channel)
-        async with _redis_errors:
-            return await self._node().disconnect(channel)
+        async with redis_errors:
+            return await self.nodes.current().channels.disconnect(channel)
 
     async def ping(self) -> None:
         """Check every configured Redis host answers; raise ``RedisUnavailable`` if not."""
-        async with _redis_errors:
-            await self._node().ping()
+        async with redis_errors:
+            await self.nodes.current().ping()
 
     async def flush(self) -> None:
         """Delete this layer's keys in Redis and reset this loop's node (for tests)."""
-        node = self._nodes.pop(asyncio.get_running_loop(), None)
+        node = self.nodes.detach()
         if node is None:
-            node = Node(self.config, self.serializer)
+            node = self.nodes.new_unattached()
         try:
-            async with _redis_errors:
+            async with redis_errors:
                 await node.flush_keys()
         finally:
             await node.close()
@@ -304,13 +253,13 @@ class BroadcastChannelLayer(BaseChannelLayer):
         calls carry on: the pub/sub connection of a node with channels or groups stays
         open (closing it would only lose messages until it resubscribed). Idempotent.
         """
-        node = self._nodes.get(asyncio.get_running_loop())
+        node = self.nodes.existing()
         if node is not None:
             await node.close_pools()
 
     async def close(self) -> None:
         """Close this loop's node: cancel its tasks and close its connections (idempotent)."""
-        node = self._nodes.pop(asyncio.get_running_loop(), None)
+        node = self.nodes.detach()
         if node is not None:
             await node.close()
 
@@ -320,13 +269,7 @@ def get_layer(alias: str = "default") -> BroadcastChannelLayer:
 
     Raises ``ValueError`` when the alias is missing or is not a BroadcastChannelLayer.
     """
-    from channels.layers import channel_layers
-
-    if alias not in channel_layers:
-        raise ValueError(f"No channel layer {alias!r} in CHANNEL_LAYERS")
-    layer = channel_layers[alias]
+    layer = configured(alias)
     if not isinstance(layer, BroadcastChannelLayer):
-        raise ValueError(
-            f"CHANNEL_LAYERS[{alias!r}] is {type(layer).__name__}, not BroadcastChannelLayer"
-        )
+        raise not_ours(alias, layer)
     return layer

@@ -9,23 +9,22 @@ admin pages and management commands. The registry lives on the first configured 
 from __future__ import annotations
 
 import json
-import os
-import socket
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
-from . import scripts
+from ._aliases import configured, not_ours
+from ._node.loops import LoopNodes
+from ._protocol import scripts
+from ._protocol.globs import compile_glob
+from ._protocol.keys import Keys, node_of
+from ._protocol.records import text as _text
+from ._protocol.scripts import Call
+from ._protocol.validation import require_valid_channel_name, require_valid_group_name
+from ._redis.errors import redis_errors
+from ._redis.host import SyncHost
+from ._redis.singleflight import SingleFlight
 from .conf import LayerConfig
-from .globs import compile_glob
-from .keys import Keys, node_of
-from .scripts import Call
-from .singleflight import SingleFlight
-from .validation import require_valid_channel_name, require_valid_group_name
-
-if TYPE_CHECKING:
-    from .layer import BroadcastChannelLayer
 
 __all__ = [
     "ChannelInfo",
@@ -110,10 +109,6 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _record(channel: str, node: str | None, raw: Any) -> ChannelInfo:
     data = json.loads(raw) if raw else {}
     groups = data.get("g") or {}
@@ -127,69 +122,14 @@ def _record(channel: str, node: str | None, raw: Any) -> ChannelInfo:
 
 
 class RegistryCalls:
-    """Builds every registry read and write as a :class:`Call` (no I/O here)."""
+    """Builds every registry read as a :class:`Call` (no I/O here).
+
+    The writes, made by the nodes, are built in ``_protocol/records.py``.
+    """
 
     def __init__(self, config: LayerConfig) -> None:
         self.config = config
         self.keys = Keys(config.prefix)
-
-    # -- writes, made by the node that owns (or holds) the channel ----------------------
-
-    def _membership(self, script: str, group: str, channel: str, node_id: str) -> Call[int]:
-        keys = self.keys
-        return Call(
-            script,
-            [keys.members(group), keys.rooms_by_size, keys.rooms_by_name,
-             keys.node_channels(node_id), keys.member_nodes(group)],
-            [group, channel, node_id],
-            int,
-        )  # fmt: skip
-
-    def join(self, group: str, channel: str, node_id: str) -> Call[int]:
-        return self._membership(scripts.JOIN, group, channel, node_id)
-
-    def leave(self, group: str, channel: str, node_id: str) -> Call[int]:
-        return self._membership(scripts.LEAVE, group, channel, node_id)
-
-    def open(self, channel: str, node_id: str) -> Call[int]:
-        return Call(scripts.OPEN, [self.keys.node_channels(node_id)], [channel], int)
-
-    def close(self, channel: str, node_id: str) -> Call[int]:
-        keys = self.keys
-        return Call(
-            scripts.CLOSE,
-            [keys.node_channels(node_id), keys.rooms_by_size, keys.rooms_by_name],
-            [keys.prefix, channel, node_id],
-            int,
-        )
-
-    def set_metadata(self, channel: str, node_id: str, metadata: dict[str, Any]) -> Call[int]:
-        return Call(
-            scripts.SET_METADATA, [self.keys.node_channels(node_id)],
-            [channel, json.dumps(metadata)], int,
-        )  # fmt: skip
-
-    def heartbeat(self, node_id: str, started: float, channels: int) -> Call[int]:
-        """Refresh the node's record; 0 when it had no generation (its records may be lost)."""
-        return Call(
-            scripts.HEARTBEAT,
-            [self.keys.node(node_id), self.keys.nodes],
-            [node_id, socket.gethostname(), os.getpid(), started, channels, self.keys.prefix,
-             self.config.node_ttl],
-            int,
-        )  # fmt: skip
-
-    def reap(self, node_ids: Sequence[str] = (), limit: int = 10) -> Call[list[str]]:
-        """Forget dead nodes (or exactly ``node_ids``) and all their memberships."""
-        keys = self.keys
-        return Call(
-            scripts.REAP,
-            [keys.nodes, keys.rooms_by_size, keys.rooms_by_name],
-            [keys.prefix, self.config.node_ttl, limit, *node_ids],
-            lambda reply: [_text(node_id) for node_id in reply],
-        )
-
-    # -- reads ---------------------------------------------------------------------------
 
     def rooms(
         self, pattern: str | None = None, order: Order = "name", offset: int = 0, limit: int = 50
@@ -334,14 +274,18 @@ class Registry:
     treat them as read-only.
     """
 
-    def __init__(self, layer: BroadcastChannelLayer) -> None:
-        self._layer = layer
-        self.calls = RegistryCalls(layer.config)
+    def __init__(self, config: LayerConfig, nodes: LoopNodes) -> None:
+        self._nodes = nodes
+        self.calls = RegistryCalls(config)
         self._flights = SingleFlight()
+
+    async def _query(self, call: Call[T]) -> T:
+        async with redis_errors:
+            return await self._nodes.current().registry.run(call)
 
     async def _run(self, call: Call[T]) -> T:
         key = (call.script, tuple(call.keys), tuple(call.args))
-        result = await self._flights.run(key, lambda: self._layer._run_registry(call))
+        result = await self._flights.run(key, lambda: self._query(call))
         if isinstance(result, list):  # each caller may sort or extend its own list
             return list(result)  # type: ignore[return-value]
         return result
@@ -409,8 +353,6 @@ class SyncRegistry:
     """
 
     def __init__(self, config: LayerConfig) -> None:
-        from .connection import SyncHost
-
         self.calls = RegistryCalls(config)
         self._host = SyncHost(config.hosts[0], config.pool_limits)
 
@@ -466,6 +408,8 @@ def get_registry(alias: str = "default") -> SyncRegistry:
 
     Raises ``ValueError`` when the alias is missing or is not a BroadcastChannelLayer.
     """
-    from .layer import get_layer
-
-    return get_layer(alias).sync_registry
+    layer = configured(alias)
+    registry = getattr(layer, "sync_registry", None)
+    if not isinstance(registry, SyncRegistry):
+        raise not_ours(alias, layer)
+    return registry

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from broadcast_layer.embedded import EmbeddedRedis
+from broadcast_layer.contrib.embedded import EmbeddedRedis
 from broadcast_layer.exceptions import EmbeddedRedisError
 
 ROOT = Path(__file__).resolve().parent.parent

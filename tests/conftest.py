@@ -18,7 +18,7 @@ import redis
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
-from broadcast_layer.embedded import EmbeddedRedis
+from broadcast_layer.contrib.embedded import EmbeddedRedis
 from broadcast_layer.layer import BroadcastChannelLayer
 
 LayerFactory = Callable[..., BroadcastChannelLayer]

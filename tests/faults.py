@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import redis
 
-from broadcast_layer.embedded import EmbeddedRedis
+from broadcast_layer.contrib.embedded import EmbeddedRedis
 
 
 def kill_clients(url: str, kind: str | None = None) -> int:

@@ -23,7 +23,7 @@ import pytest
 import redis
 from redis import asyncio as aioredis
 
-from broadcast_layer.embedded import _free_port, find_redis_server
+from broadcast_layer.contrib.embedded import _free_port, find_redis_server
 
 MASTER_NAME = "mymaster"
 #: Sentinel settings short enough for a test: down after 1 s, a failover retried after 3 s.

@@ -19,7 +19,7 @@ from django.core.management import call_command
 from broadcast_layer import ChannelFull
 from broadcast_layer.acl import COMMANDS, acl_rules, acl_setuser
 from broadcast_layer.admin import actions as admin_actions
-from broadcast_layer.embedded import EmbeddedRedis
+from broadcast_layer.contrib.embedded import EmbeddedRedis
 from broadcast_layer.emitter import AsyncEmitter, Emitter
 from broadcast_layer.layer import BroadcastChannelLayer, get_layer
 from broadcast_layer.registry import SyncRegistry

@@ -25,9 +25,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from broadcast_layer import registry
+from broadcast_layer._protocol.validation import require_valid_message_type
 from broadcast_layer.admin import rooms as room_pages
 from broadcast_layer.models import Node, Room
-from broadcast_layer.validation import require_valid_message_type
 
 from . import faults
 from .conftest import nothing_arrives, within

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import redis
 
-from broadcast_layer.embedded import EmbeddedRedis
+from broadcast_layer.contrib.embedded import EmbeddedRedis
 from broadcast_layer.layer import BroadcastChannelLayer
 
 from . import faults

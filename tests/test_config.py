@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from broadcast_layer import ConfigurationError, conf
-from broadcast_layer.embedded import EmbeddedRedis, _free_port, find_redis_server
+from broadcast_layer.contrib.embedded import EmbeddedRedis, _free_port, find_redis_server
 from broadcast_layer.layer import BroadcastChannelLayer
 
 from . import faults

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from broadcast_layer import RedisUnavailable
-from broadcast_layer.embedded import EmbeddedRedis
+from broadcast_layer.contrib.embedded import EmbeddedRedis
 from broadcast_layer.layer import BroadcastChannelLayer
 from broadcast_layer.registry import Room
 
@@ -229,13 +229,13 @@ async def test_writes_that_failed_during_a_partition_are_superseded(make, own_re
 async def test_repeated_reasserts_change_nothing(make, own_redis):
     layers, _, _ = await populate(make)
     await registered(layers)
-    nodes = [layer._node() for layer in layers]
+    nodes = [layer.nodes.current() for layer in layers]
     for node in nodes:
-        await node.reassert()
+        await node.registry.reassert()
     snapshot = stored(own_redis.url)
     for _ in range(5):
         for node in nodes:
-            await node.reassert()
+            await node.registry.reassert()
     assert stored(own_redis.url) == snapshot
     client = redis.Redis.from_url(own_redis.url, decode_responses=True)
     try:  # the counts equal what they count
@@ -305,7 +305,7 @@ async def test_a_pubsub_reconnect_makes_the_node_reassert(make, own_redis):
 
 
 async def test_a_node_larger_than_one_script_converges_chunk_by_chunk(make, own_redis, monkeypatch):
-    monkeypatch.setattr("broadcast_layer.reassert.CHUNK", 3)  # 11 channels, 7 groups
+    monkeypatch.setattr("broadcast_layer._protocol.records.CHUNK", 3)  # 11 channels, 7 groups
     (a,) = layers = [make()]
     channels = {await a.new_channel(): a for _ in range(11)}
     for i, channel in enumerate(channels):
@@ -319,14 +319,16 @@ async def test_redis_losing_its_data_during_a_reassert_leaves_no_generation(make
     a = make(heartbeat_interval=5, node_ttl=15)  # no heartbeat tick during the test
     channel = await a.new_channel()
     await a.group_add("room", channel)
-    node = a._node()
-    calls = node.records.reassert_calls(node.subscriptions, 1, 0.0, *node._loss_counters())
+    node = a.nodes.current()
+    calls = node.registry.records.reassert_calls(
+        node.subscriptions, 1, 0.0, *node.registry.loss_counters()
+    )
     # BEGIN and CHANNELS ran, then Redis lost everything, then SWAP, GROUPS, HEARTBEAT ran
-    await node.registry.run_all(calls[:2])
+    await node.registry.host.run_all(calls[:2])
     faults.flushall(own_redis.url)
-    assert (await node.registry.run_all(calls[2:]))[0] == -1
-    heartbeat = node.calls.heartbeat(node.id, 0.0, 1)
+    assert (await node.registry.host.run_all(calls[2:]))[0] == -1
+    heartbeat = node.core.calls.heartbeat(node.id, 0.0, 1)
     assert await node.registry.run(heartbeat) == 0  # so the next tick re-asserts again
-    await node.reassert()
+    await node.registry.reassert()
     assert await node.registry.run(heartbeat) == 1
     await converged(make(), [a], {channel: a}, {})

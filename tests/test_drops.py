@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from broadcast_layer.drops import FullMailboxLog
+from broadcast_layer._node.drops import FullMailboxLog
 
 from .conftest import eventually, within
 

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from broadcast_layer import EmbeddedRedisError
-from broadcast_layer.embedded import EmbeddedRedis, find_redis_server
+from broadcast_layer.contrib.embedded import EmbeddedRedis, find_redis_server
 
 
 def test_starts_a_private_server_and_stops_it():

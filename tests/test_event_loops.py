@@ -19,7 +19,7 @@ def test_async_to_sync_with_a_fresh_loop_per_call(redis_url, prefix):
         async_to_sync(layer.send)("sync.queue", {"type": "m", "n": n})
     received = [async_to_sync(layer.receive)("sync.queue")["n"] for _ in range(20)]
     assert received == list(range(20))
-    assert layer._nodes == {}  # every loop's node was closed with its loop
+    assert len(layer.nodes) == 0  # every loop's node was closed with its loop
 
 
 def test_several_loops_in_threads_share_one_layer(redis_url, prefix):
@@ -45,7 +45,7 @@ def test_several_loops_in_threads_share_one_layer(redis_url, prefix):
     for thread in threads:
         thread.join(30)
     assert not errors
-    assert layer._nodes == {}
+    assert len(layer.nodes) == 0
 
 
 def test_no_pending_task_or_unclosed_connection_warnings_at_exit(redis_url, prefix):

@@ -12,13 +12,14 @@ import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broadcast_layer import registry, scripts
+from broadcast_layer import registry
+from broadcast_layer._protocol import scripts
+from broadcast_layer._protocol.globs import MAX_GLOB_LENGTH, MAX_GLOB_WILDCARDS, compile_glob
+from broadcast_layer._protocol.keys import Keys
+from broadcast_layer._protocol.validation import NAME_CHARACTERS
 from broadcast_layer.exceptions import InvalidPattern
-from broadcast_layer.globs import MAX_GLOB_LENGTH, MAX_GLOB_WILDCARDS, compile_glob
-from broadcast_layer.keys import Keys
 from broadcast_layer.layer import BroadcastChannelLayer
 from broadcast_layer.registry import SyncRegistry
-from broadcast_layer.validation import NAME_CHARACTERS
 
 HOSTILE = "*a*a*a*a*a*a*a*a*b"  # exponential for a Lua pattern with ".*" per "*"
 

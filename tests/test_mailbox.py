@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from broadcast_layer.mailbox import Mailbox
+from broadcast_layer._node.mailbox import Mailbox
 
 from .conftest import within
 

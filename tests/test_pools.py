@@ -15,9 +15,9 @@ import uuid
 import pytest
 
 from broadcast_layer import ConfigurationError, PoolExhausted, RedisUnavailable
-from broadcast_layer.connection import SyncHost
+from broadcast_layer._redis.host import SyncHost
+from broadcast_layer._redis.pools import PoolLimits
 from broadcast_layer.layer import BroadcastChannelLayer
-from broadcast_layer.pools import PoolLimits
 from broadcast_layer.registry import RegistryCalls
 
 from .conftest import eventually, within

@@ -12,7 +12,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from broadcast_layer.embedded import find_redis_server
+from broadcast_layer.contrib.embedded import find_redis_server
 
 from .conftest import within
 

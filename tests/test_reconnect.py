@@ -8,7 +8,7 @@ import contextlib
 import pytest
 import redis
 
-from broadcast_layer.embedded import EmbeddedRedis
+from broadcast_layer.contrib.embedded import EmbeddedRedis
 from broadcast_layer.layer import BroadcastChannelLayer
 
 from .conftest import within

@@ -20,7 +20,8 @@ import pytest
 import redis
 from django.core.management import call_command
 
-from broadcast_layer import PoolExhausted, RedisUnavailable, retry
+from broadcast_layer import PoolExhausted, RedisUnavailable
+from broadcast_layer._redis import retry
 from broadcast_layer.emitter import AsyncEmitter, Emitter
 from broadcast_layer.layer import BroadcastChannelLayer
 
@@ -374,7 +375,7 @@ async def test_an_ambiguous_sync_registry_read_is_retried(layer, redis_url):
 
 @pytest.fixture
 def own_redis():
-    from broadcast_layer.embedded import EmbeddedRedis
+    from broadcast_layer.contrib.embedded import EmbeddedRedis
 
     with EmbeddedRedis() as server:
         yield server
@@ -383,10 +384,10 @@ def own_redis():
 @pytest.fixture
 def retries(caplog):
     """The retry lines logged, one per retry."""
-    caplog.set_level(logging.INFO, logger="broadcast_layer.retry")
+    caplog.set_level(logging.INFO, logger="broadcast_layer._redis.retry")
 
     def count() -> int:
-        return sum(1 for r in caplog.records if r.name == "broadcast_layer.retry")
+        return sum(1 for r in caplog.records if r.name == "broadcast_layer._redis.retry")
 
     return count
 

@@ -13,9 +13,9 @@ import pytest
 import redis
 
 from broadcast_layer import RedisUnavailable
-from broadcast_layer.keys import Keys
+from broadcast_layer._protocol.keys import Keys
+from broadcast_layer._redis.sentinel import CHECK_INTERVAL
 from broadcast_layer.layer import BroadcastChannelLayer
-from broadcast_layer.sentinel import CHECK_INTERVAL
 
 from . import faults
 from .conftest import eventually, within

@@ -25,7 +25,7 @@ import pytest
 import redis
 
 from broadcast_layer import RedisUnavailable
-from broadcast_layer.keys import Keys
+from broadcast_layer._protocol.keys import Keys
 from broadcast_layer.layer import BroadcastChannelLayer
 
 from . import faults

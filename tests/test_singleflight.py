@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from broadcast_layer.singleflight import SingleFlight
+from broadcast_layer._redis.singleflight import SingleFlight
 
 from .conftest import within
 

@@ -19,7 +19,7 @@ import psutil
 import pytest
 import redis
 
-from broadcast_layer.keys import Keys
+from broadcast_layer._protocol.keys import Keys
 
 from .churn_process import EXPIRY, GROUPS
 

@@ -2,7 +2,7 @@
 
 import random
 
-from broadcast_layer.subscriptions import Subscriptions
+from broadcast_layer._node.subscriptions import Subscriptions
 
 
 def test_first_member_wants_and_last_member_unwants():

@@ -11,6 +11,15 @@ from channels.layers import BaseChannelLayer
 from hypothesis import given
 from hypothesis import strategies as st
 
+from broadcast_layer._protocol.validation import (
+    MAX_NAME_LENGTH,
+    MAX_NESTING,
+    NAME_CHARACTERS,
+    loads_object,
+    require_valid_channel_name,
+    require_valid_group_name,
+    require_valid_message_type,
+)
 from broadcast_layer.emitter import AsyncEmitter, Emitter
 from broadcast_layer.exceptions import (
     InvalidMessage,
@@ -20,15 +29,6 @@ from broadcast_layer.exceptions import (
     MessageTooLarge,
 )
 from broadcast_layer.layer import BroadcastChannelLayer
-from broadcast_layer.validation import (
-    MAX_NAME_LENGTH,
-    MAX_NESTING,
-    NAME_CHARACTERS,
-    loads_object,
-    require_valid_channel_name,
-    require_valid_group_name,
-    require_valid_message_type,
-)
 
 from .conftest import nothing_arrives, within
 

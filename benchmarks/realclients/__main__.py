@@ -25,7 +25,7 @@ from typing import Any
 
 import psutil
 
-from broadcast_layer.embedded import EmbeddedRedis
+from broadcast_layer.contrib.embedded import EmbeddedRedis
 
 from ..metrics import percentiles
 from .harness import ROOT, BenchError, Clients, Nodes, RedisCpu, Target

@@ -9,16 +9,16 @@ from django import forms
 from django.http import QueryDict
 from django.utils.http import urlencode
 
-from ..emitter import emitter_settings
-from ..globs import MAX_GLOB_LENGTH, compile_glob
-from ..registry import MAX_OFFSET, Order
-from ..validation import (
+from .._protocol.globs import MAX_GLOB_LENGTH, compile_glob
+from .._protocol.validation import (
     MAX_NAME_LENGTH,
     MAX_TYPE_LENGTH,
     loads_object,
     require_valid_channel_name,
     require_valid_message_type,
 )
+from ..emitter import emitter_settings
+from ..registry import MAX_OFFSET, Order
 
 __all__ = ["MemberForm", "RoomQuery", "SendMessageForm"]
 

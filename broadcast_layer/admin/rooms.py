@@ -22,7 +22,7 @@ from django.views.decorators.http import require_POST
 from ..exceptions import MessageTooLarge, RedisUnavailable
 from ..models import Node, Room
 from ..registry import Member, RoomPage, SyncRegistry
-from ..validation import is_valid_group_name
+from .._protocol.validation import is_valid_group_name
 from . import actions
 from .base import RegistryAdmin, admin_url, count, require
 from .forms import MemberForm, RoomQuery, SendMessageForm

@@ -10,16 +10,16 @@ from typing import IO, Any
 
 from django.core.management.base import CommandError, CommandParser
 
-from broadcast_layer.emitter import EmitResult, Emitter, all_group, emitter_settings, user_group
-from broadcast_layer.exceptions import ChannelFull, MessageTooLarge, RedisUnavailable
-from broadcast_layer.management.base import OneLineErrorsCommand, one_line
-from broadcast_layer.validation import PROTOCOL_TYPE_NAMESPACES as PROTOCOL_TYPES
-from broadcast_layer.validation import (
+from broadcast_layer._protocol.validation import PROTOCOL_TYPE_NAMESPACES as PROTOCOL_TYPES
+from broadcast_layer._protocol.validation import (
     loads_object,
     require_valid_channel_name,
     require_valid_group_name,
     require_valid_message_type,
 )
+from broadcast_layer.emitter import EmitResult, Emitter, all_group, emitter_settings, user_group
+from broadcast_layer.exceptions import ChannelFull, MessageTooLarge, RedisUnavailable
+from broadcast_layer.management.base import OneLineErrorsCommand, one_line
 
 #: With --stdin, a running count goes to stderr every this many messages.
 PROGRESS_EVERY = 1000

@@ -10,8 +10,8 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
+from broadcast_layer._protocol.globs import compile_glob
 from broadcast_layer.exceptions import RedisUnavailable
-from broadcast_layer.globs import compile_glob
 from broadcast_layer.management.base import OneLineErrorsCommand, number_in, one_line
 from broadcast_layer.registry import MAX_PAGE, SyncRegistry, get_registry
 

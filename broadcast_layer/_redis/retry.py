@@ -1,4 +1,4 @@
-"""Connection failures: what each one means, and the one retry policy of the package.
+"""The one retry policy of the package: which failed calls may be tried again, and when.
 
 Every retry in the package goes through here: :func:`call` / :func:`call_sync` for one
 call that may be tried again, :class:`Retrying` for the loops that wait out an outage
@@ -21,36 +21,16 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from redis.exceptions import AuthenticationError, AuthorizationError, BusyLoadingError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .exceptions import PoolExhausted, RedisUnavailable
-
-try:
-    from redis.exceptions import MaxConnectionsError
-except ImportError:  # pragma: no cover - redis-py before 5.1 raises a plain ConnectionError
-    MaxConnectionsError = RedisConnectionError  # type: ignore[misc, assignment]
+from .errors import CONNECTION_ERRORS, NotSent, pool_exhausted
 
 T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
-#: redis-py errors that mean "the connection is gone": reconnect, don't crash.
-CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
-
 #: Tries per call, the first included: a dead idle connection costs none of them (the
 #: connection guard reconnects before sending), so these are for real failures.
 ATTEMPTS = 3
-
-_POOL_MESSAGES = ("Too many connections", "No connection available")
-
-
-class NotSent(RedisConnectionError):
-    """The command was never written to Redis: retrying it cannot apply it twice.
-
-    Raised by the guarded connections (``connection.py``) when connecting, or the
-    health check before a command, fails.
-    """
 
 
 @dataclass(frozen=True)
@@ -99,15 +79,6 @@ def raise_if_cancelled() -> None:
         raise asyncio.CancelledError
 
 
-def pool_exhausted(exc: BaseException) -> bool:
-    """True when ``exc`` is redis-py's "the pool has no connection to give", or ours."""
-    if isinstance(exc, PoolExhausted):  # the wait for a connection already ran out
-        return True
-    if isinstance(exc, MaxConnectionsError) and MaxConnectionsError is not RedisConnectionError:
-        return True
-    return isinstance(exc, RedisConnectionError) and str(exc).startswith(_POOL_MESSAGES)
-
-
 def retryable(exc: BaseException, idempotent: bool) -> bool:
     """Whether a call that raised ``exc`` may be tried again without applying a write twice."""
     if pool_exhausted(exc) or isinstance(exc, (AuthenticationError, AuthorizationError)):
@@ -115,15 +86,6 @@ def retryable(exc: BaseException, idempotent: bool) -> bool:
     if isinstance(exc, (NotSent, BusyLoadingError)):
         return True  # never written, or refused unexecuted (LOADING)
     return idempotent and isinstance(exc, CONNECTION_ERRORS)
-
-
-def unavailable(exc: BaseException) -> RedisUnavailable:
-    """The public exception for a redis-py connection error (chain ``exc`` as its cause)."""
-    if pool_exhausted(exc):
-        return PoolExhausted(
-            f"Redis connection pool exhausted ({exc}): raise CONFIG max_connections or pool_timeout"
-        )
-    return RedisUnavailable(f"Redis is unreachable: {exc}")
 
 
 def _give_up(exc: BaseException, attempt: int, what: str) -> None:
@@ -141,7 +103,7 @@ async def call(
 ) -> T:
     """Await ``fn()``, calling it again (at most ``attempts`` calls) while :func:`retryable`.
 
-    Raises the last error (redis-py's; the caller's error boundary translates it).
+    Raises the last error (redis-py's; ``errors.redis_errors`` translates it at the boundary).
     """
     attempt = 0
     while True:

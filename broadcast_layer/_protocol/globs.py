@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .exceptions import InvalidPattern
+from ..exceptions import InvalidPattern
 from .validation import NAME_CHARACTERS
 
 __all__ = ["MAX_GLOB_LENGTH", "MAX_GLOB_WILDCARDS", "Glob", "compile_glob"]

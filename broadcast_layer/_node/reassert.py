@@ -8,28 +8,12 @@ equal the node's state again. See docs/reliability.md.
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
-from . import scripts
-from .registry import RegistryCalls
-from .scripts import Call
+from .._protocol.records import RecordCalls
+from .._protocol.scripts import Call
 from .subscriptions import Subscriptions
-
-#: Channels (or groups) per script: Redis runs nothing else while a script runs.
-CHUNK = 200
-#: A join time in Redis this close (seconds) to the one the node computes is kept as is,
-#: so repeated re-asserts rewrite identical values instead of moving them by a few ms.
-JOIN_TOLERANCE = 1.0
-
-T = TypeVar("T")
-
-
-def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 class LocalRecords:
@@ -42,8 +26,9 @@ class LocalRecords:
     called :meth:`mark_lost`.
     """
 
-    def __init__(self, calls: RegistryCalls, node_id: str) -> None:
+    def __init__(self, calls: RecordCalls, node_id: str, group_expiry: float) -> None:
         self._calls = calls
+        self._group_expiry = group_expiry
         self._node_id = node_id
         self._opened: dict[str, float] = {}  # channel -> monotonic time of new_channel
         self._metadata: dict[str, str] = {}  # channel -> metadata JSON text
@@ -106,7 +91,7 @@ class LocalRecords:
         self._seen = (reconnects, failed_writes)
         self.reasserts += 1
         now = time.monotonic()
-        group_expiry = self._calls.config.group_expiry
+        group_expiry = self._group_expiry
         joined: dict[str, dict[str, float]] = {channel: {} for channel in self._opened}
         counts: list[str | int] = []
         for group in sorted(subscriptions.wanted()):
@@ -124,28 +109,6 @@ class LocalRecords:
             ]
             for channel, groups in joined.items()
         ]
-        keys, node = self._calls.keys, self._node_id
-        records, staging = keys.node_channels(node), keys.node_channels_staging(node)
-        calls: list[Call[Any]] = [Call(scripts.REASSERT_BEGIN, [staging], [], int)]
-        for chunk in _chunks(entries, CHUNK):
-            calls.append(
-                Call(
-                    scripts.REASSERT_CHANNELS,
-                    [records, staging],
-                    [keys.prefix, JOIN_TOLERANCE, json.dumps(chunk)],
-                    int,
-                )
-            )
-        rooms = [keys.rooms_by_size, keys.rooms_by_name]
-        calls.append(
-            Call(
-                scripts.REASSERT_SWAP,
-                [records, staging, *rooms, keys.node(node)],
-                [keys.prefix, node, self.reasserts],
-                int,
-            )
-        )
-        for pairs in _chunks(counts, 2 * CHUNK):
-            calls.append(Call(scripts.REASSERT_GROUPS, rooms, [keys.prefix, node, *pairs], int))
-        calls.append(self._calls.heartbeat(node, started, channels))
+        calls = self._calls.reassert(self._node_id, entries, counts, self.reasserts)
+        calls.append(self._calls.heartbeat(self._node_id, started, channels))
         return calls

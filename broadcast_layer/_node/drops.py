@@ -3,7 +3,7 @@
 A slow consumer can drop thousands of group messages a second; logging each would
 flood the log. :class:`FullMailboxLog` writes at most one line per channel per
 ``interval``, each with the number of drops since the previous line, and reports a
-burst's tail from the node's upkeep. (``control.DropLog`` does the same per kind for
+burst's tail from the node's upkeep. (:class:`DropLog` does the same per kind for
 messages rejected as forged or undecodable.)
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 
 #: Seconds between two warnings about the same channel.
@@ -66,3 +67,31 @@ class FullMailboxLog:
             "see capacity). At most one such line per channel every %gs.",
             count, "" if count == 1 else "s", channel, self._interval,
         )  # fmt: skip
+
+
+class DropLog:
+    """Counts dropped messages and logs them as warnings, at most one line per kind per interval.
+
+    A flood of forged or undecodable messages costs one log line every ``interval``
+    seconds (with the number suppressed meanwhile), and never a traceback.
+    """
+
+    def __init__(self, logger: logging.Logger, interval: float = 10.0) -> None:
+        self.count = 0
+        self._logger = logger
+        self._interval = interval
+        self._last: dict[str, float] = {}
+        self._suppressed: Counter[str] = Counter()
+
+    def drop(self, kind: str, reason: str) -> None:
+        """Record one dropped message of ``kind`` (e.g. "a control message") and why."""
+        self.count += 1
+        now = time.monotonic()
+        last = self._last.get(kind)
+        if last is not None and now - last < self._interval:
+            self._suppressed[kind] += 1
+            return
+        self._last[kind] = now
+        more = self._suppressed.pop(kind, 0)
+        since = f" ({more} more dropped since the last warning)" if more else ""
+        self._logger.warning("Dropped %s: %s%s", kind, reason, since)

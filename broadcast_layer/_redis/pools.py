@@ -20,7 +20,7 @@ from typing import Any
 
 from redis import asyncio as aioredis
 
-from .exceptions import PoolExhausted
+from ..exceptions import PoolExhausted
 
 __all__ = ["PoolLimits", "make_waiting"]
 

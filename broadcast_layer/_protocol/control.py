@@ -7,7 +7,8 @@ first key seals, every key opens), so it is encrypted and authenticated. The Fer
 are derived from the configured ones for control messages only, so a payload token can
 never pass for a control message. The sealed JSON names its target node, and a token is
 accepted once, so a captured message can be neither redirected nor replayed. Whatever
-fails these checks is dropped and logged (a rate-limited warning, no traceback).
+fails these checks is dropped and reported to the node (which logs a rate-limited
+warning, no traceback).
 """
 
 from __future__ import annotations
@@ -16,13 +17,12 @@ import base64
 import hashlib
 import hmac
 import json
-import logging
 import time
-from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["CONTROL_MARK", "ControlCodec", "DropLog"]
+__all__ = ["CONTROL_MARK", "ControlCodec", "Reject"]
 
 #: Node-channel payloads starting with this byte are control messages.
 CONTROL_MARK = b"!"
@@ -37,33 +37,8 @@ _REQUIRED = {
     "ack": ("request",),
 }
 
-
-class DropLog:
-    """Counts dropped messages and logs them as warnings, at most one line per kind per interval.
-
-    A flood of forged or undecodable messages costs one log line every ``interval``
-    seconds (with the number suppressed meanwhile), and never a traceback.
-    """
-
-    def __init__(self, logger: logging.Logger, interval: float = 10.0) -> None:
-        self.count = 0
-        self._logger = logger
-        self._interval = interval
-        self._last: dict[str, float] = {}
-        self._suppressed: Counter[str] = Counter()
-
-    def drop(self, kind: str, reason: str) -> None:
-        """Record one dropped message of ``kind`` (e.g. "a control message") and why."""
-        self.count += 1
-        now = time.monotonic()
-        last = self._last.get(kind)
-        if last is not None and now - last < self._interval:
-            self._suppressed[kind] += 1
-            return
-        self._last[kind] = now
-        more = self._suppressed.pop(kind, 0)
-        since = f" ({more} more dropped since the last warning)" if more else ""
-        self._logger.warning("Dropped %s: %s%s", kind, reason, since)
+#: Told (kind, reason) of each message the codec drops; the node counts and logs them.
+Reject = Callable[[str, str], None]
 
 
 def _fernet_key(key: str | bytes) -> bytes:
@@ -74,14 +49,14 @@ def _fernet_key(key: str | bytes) -> bytes:
 class ControlCodec:
     """Seals control messages for another node and opens the ones addressed to this node."""
 
-    def __init__(self, keys: Sequence[str | bytes] | None, ttl: float, drops: DropLog) -> None:
+    def __init__(self, keys: Sequence[str | bytes] | None, ttl: float, reject: Reject) -> None:
         self._crypter: Any = None
         if keys:
             from cryptography.fernet import Fernet, MultiFernet
 
             self._crypter = MultiFernet([Fernet(_fernet_key(key)) for key in keys])
         self._ttl = max(1, int(ttl))
-        self._drops = drops
+        self._reject = reject
         self._seen: OrderedDict[bytes, float] = OrderedDict()
 
     @property
@@ -137,5 +112,5 @@ class ControlCodec:
         return False
 
     def _drop(self, reason: str) -> dict[str, str] | None:
-        self._drops.drop("a control message", reason)
+        self._reject("a control message", reason)
         return None

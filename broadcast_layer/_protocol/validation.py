@@ -11,7 +11,7 @@ import json
 import re
 from typing import Any
 
-from .exceptions import InvalidMessage, InvalidMessageType, InvalidName, MessageTooDeep
+from ..exceptions import InvalidMessage, InvalidMessageType, InvalidName, MessageTooDeep
 
 __all__ = [
     "MAX_CHANNEL_PREFIX_LENGTH",

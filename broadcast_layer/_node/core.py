@@ -1,0 +1,106 @@
+"""What every part of one node shares: its id, key names, hosts, tasks and lifecycle state.
+
+A node is created per event loop. Its parts (channels, groups, control, delivery,
+upkeep, the registry writer) each hold this core instead of holding each other, and
+the core owns every background task: :meth:`NodeCore.close_tasks` cancels and awaits them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from .._protocol.keys import Keys, shard_index
+from .._protocol.records import RecordCalls
+from .._redis.host import Host
+from .._redis.subscriber import MessageHandler
+from ..conf import LayerConfig
+
+
+class NodeCore:
+    """One node's identity and shared resources (no Redis traffic of its own but :meth:`listen`)."""
+
+    def __init__(self, config: LayerConfig, serializer: Any, on_message: MessageHandler) -> None:
+        self.config = config
+        self.id = uuid.uuid4().hex[:16]
+        self.keys = Keys(config.prefix)
+        self.calls = RecordCalls(self.keys, config.node_ttl)
+        self.node_channel = self.keys.node_channel(self.id)
+        self._serializer = serializer
+        self.hosts = [Host(spec, on_message, config.reconnect_backoff,
+                           config.failover_timeout, config.pool_limits)
+                      for spec in config.hosts]  # fmt: skip
+        self.registry_host = self.hosts[0]  # the registry lives on the first host
+        self.started = time.time()
+        #: This node may have records in the registry (it listened, joined or re-asserted).
+        self.registered = False
+        self.listening = False
+        self.closed = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        self._background_started = False
+
+    def host_for(self, name: str) -> Host:
+        """The host a group, a normal channel or a node id is placed on."""
+        return self.hosts[shard_index(name, len(self.hosts))]
+
+    def decode(self, data: bytes) -> dict[str, Any]:
+        """Deserialize a message as the layer's serializer wrote it."""
+        message: dict[str, Any] = self._serializer.deserialize(data)
+        return message
+
+    def reconnects(self) -> int:
+        """Pub/sub reconnects of all hosts so far."""
+        return sum(host.subscriber.reconnects for host in self.hosts)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` as a task this node owns (cancelled and awaited on close)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def add_background(self, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """A loop started by :meth:`start_background` (the release loop, the upkeep)."""
+        self._background.append(loop)
+
+    def start_background(self) -> None:
+        """Start the background loops, once."""
+        if not self._background_started:
+            self._background_started = True
+            for loop in self._background:
+                self.spawn(loop())
+
+    async def listen(self) -> None:
+        """Subscribe to this node's channel and publish its record (once)."""
+        if not self.listening:
+            subscriber = self.host_for(self.id).subscriber
+            await subscriber.want([self.node_channel])
+            self.registered = True
+            await both(
+                subscriber.wait_subscribed(self.node_channel, self.config.subscribe_timeout),
+                self.registry_host.run(self.calls.heartbeat(self.id, self.started, 0)),
+            )
+            self.listening = True
+            self.start_background()
+
+    async def close_tasks(self) -> None:
+        """Mark the node closed, then cancel and await every task it owns."""
+        self.closed = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+async def both(first: Awaitable[Any], second: Awaitable[Any]) -> None:
+    """Run two awaitables concurrently, wait for both, re-raise the first failure."""
+    results = await asyncio.gather(first, second, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result

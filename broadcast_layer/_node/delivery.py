@@ -1,0 +1,121 @@
+"""Delivery: what a node does with each pub/sub message its hosts read.
+
+A message on the node's own channel is a direct send to one of its channels or a
+control message; a message on a group's channel is deserialized once and fanned out to
+every local member's mailbox in memory.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .._protocol.control import CONTROL_MARK
+from .._redis.errors import CONNECTION_ERRORS
+from ..exceptions import ChannelFull
+from .channels import Channels
+from .control import Control
+from .core import NodeCore
+from .drops import DropLog
+from .groups import Groups
+from .inflight import InflightRelease
+from .mailbox import Letter
+
+logger = logging.getLogger(__name__)
+
+_SCALARS = frozenset({str, bytes, int, float, bool, type(None)})
+
+
+def _copier(message: dict[str, Any]) -> Callable[[], dict[str, Any]]:
+    """A cheap way to give each member its own copy: shallow when every value is immutable."""
+    if all(type(value) in _SCALARS for value in message.values()):
+        return message.copy
+    return functools.partial(copy.deepcopy, message)
+
+
+class Delivery:
+    """Routes incoming pub/sub messages to mailboxes, control, or a forward."""
+
+    def __init__(
+        self,
+        core: NodeCore,
+        channels: Channels,
+        groups: Groups,
+        control: Control,
+        inflight: InflightRelease,
+        rejected: DropLog,
+    ) -> None:
+        self._core = core
+        self._channels = channels
+        self._subscriptions = groups.subscriptions
+        self._groups = groups
+        self._control = control
+        self._inflight = inflight
+        self._rejected = rejected
+        self._node_channel = core.node_channel.encode()
+        self._group_prefix = core.keys.group_channel("").encode()
+
+    def on_message(self, pubsub_channel: bytes, data: bytes) -> None:
+        """Handle one pub/sub message (on the reader task: never blocks)."""
+        if pubsub_channel == self._node_channel:
+            self._on_direct(data)
+        elif pubsub_channel.startswith(self._group_prefix):
+            self._on_group(pubsub_channel[len(self._group_prefix) :].decode(), data)
+
+    def _on_direct(self, payload: bytes) -> None:
+        if payload.startswith(CONTROL_MARK):
+            op = self._control.codec.open(payload, self._core.id)  # None: dropped
+            if op is not None:
+                self._control.on_control(op)
+            return
+        channel_bytes, _, data = payload.partition(b"\n")
+        channel = channel_bytes.decode()
+        mailbox = self._channels.mailboxes.get(channel)
+        letter: Letter | None = None
+        if mailbox is not None:
+            try:
+                letter = (time.monotonic() + self._core.config.expiry, self._core.decode(data),
+                          True, None)  # fmt: skip
+            except Exception as exc:  # e.g. forged, or encrypted with a key this node lacks
+                self._rejected.drop("an undecodable message", f"for {channel}: {exc!r}")
+        if letter is None or mailbox is None or not mailbox.put(letter):
+            if mailbox is not None and letter is not None:
+                self._channels.drop(channel)  # full with local or group messages
+            self._inflight.release(channel)
+
+    def _on_group(self, group: str, data: bytes) -> None:
+        members = self._subscriptions.members(group)
+        if not members:
+            return
+        try:
+            message = self._core.decode(data)
+        except Exception as exc:
+            self._rejected.drop("an undecodable message", f"for group {group}: {exc!r}")
+            return
+        now = time.monotonic()
+        letter: Letter = (now + self._core.config.expiry, message, False, _copier(message))
+        mailboxes = self._channels.mailboxes
+        stale = []
+        for channel, until in members.items():
+            if until <= now:
+                stale.append(channel)
+            elif (mailbox := mailboxes.get(channel)) is not None:
+                if not mailbox.put(letter):
+                    self._channels.drop(channel)
+            else:  # a normal channel, or a local one not receiving yet
+                self._core.spawn(self._forward(channel, data))
+        if stale:
+            emptied = self._groups.leave_stale(group, stale)
+            self._core.spawn(self._groups.unsubscribe(emptied))
+
+    async def _forward(self, channel: str, data: bytes) -> None:
+        try:
+            await self._channels.send(channel, data)
+        except ChannelFull:
+            self._channels.drop(channel)
+        except CONNECTION_ERRORS as exc:
+            logger.warning("Could not forward a group message to %s: %s", channel, exc)

@@ -1,0 +1,64 @@
+"""One node per event loop: created on first use, closed just before its loop closes.
+
+One layer instance serves every event loop in the process (Daphne's, the fresh ones
+``async_to_sync`` makes); :class:`LoopNodes` gives each loop its own :class:`~.node.Node`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import Any
+
+from ..conf import LayerConfig
+from .node import Node
+
+
+class LoopNodes:
+    """The nodes of one layer, by event loop."""
+
+    def __init__(self, config: LayerConfig, serializer: Any) -> None:
+        self._config = config
+        self._serializer = serializer
+        self._nodes: dict[asyncio.AbstractEventLoop, Node] = {}
+        self._wrapped_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+    def __len__(self) -> int:
+        """How many loops have an open node."""
+        return len(self._nodes)
+
+    def current(self) -> Node:
+        """The running loop's node, created (and tied to the loop's close) on first use."""
+        loop = asyncio.get_running_loop()
+        node = self._nodes.get(loop)
+        if node is None:
+            node = self._nodes[loop] = Node(self._config, self._serializer)
+            if loop not in self._wrapped_loops:
+                self._wrapped_loops.add(loop)
+                self._close_with(loop)
+        return node
+
+    def existing(self) -> Node | None:
+        """The running loop's node if it has one (nothing is created)."""
+        return self._nodes.get(asyncio.get_running_loop())
+
+    def detach(self) -> Node | None:
+        """Remove the running loop's node and return it (the caller closes it)."""
+        return self._nodes.pop(asyncio.get_running_loop(), None)
+
+    def new_unattached(self) -> Node:
+        """A node tied to no loop (for a one-off job such as flush)."""
+        return Node(self._config, self._serializer)
+
+    def _close_with(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close the loop's node just before the loop closes, so nothing leaks."""
+        original_close = loop.close
+
+        def close() -> None:
+            node = self._nodes.pop(loop, None)
+            if node is not None and not loop.is_closed() and not loop.is_running():
+                loop.run_until_complete(node.close())
+            loop.close = original_close  # type: ignore[method-assign]
+            original_close()
+
+        loop.close = close  # type: ignore[method-assign]

@@ -1,0 +1,1 @@
+"""Redis plumbing: clients, error translation, the subscriber, the pipelined writers, retry."""

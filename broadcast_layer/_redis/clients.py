@@ -1,0 +1,193 @@
+"""Building redis-py clients for one ``hosts`` entry (URL, dict or Sentinel), and closing them.
+
+Command connections are *guarded* (:func:`guard_pool`): a command is never written
+on a connection the server has already closed (the connection reconnects first), and
+a failure to connect is a :class:`~broadcast_layer._redis.errors.NotSent`, so the
+retry policy in ``retry.py`` knows the command can be sent again safely.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import select
+from collections.abc import Callable
+from typing import Any
+
+import redis
+import redis.connection
+import redis.sentinel
+from channels_redis.utils import create_pool
+from redis import asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection as AsyncAbstractConnection
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry as SyncRetry
+
+from .errors import not_sent
+from .pools import PoolLimits, make_waiting
+from .sentinel import MasterWatch, master_pool
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LIMITS = PoolLimits()
+
+
+_REDIS_SOCKET_TIMEOUT: float | None
+try:  # redis-py >= 6 applies a default socket_timeout that is not in connection_kwargs
+    from redis._defaults import DEFAULT_SOCKET_TIMEOUT as _REDIS_SOCKET_TIMEOUT
+except ImportError:  # pragma: no cover - older redis-py: no default timeout
+    _REDIS_SOCKET_TIMEOUT = None
+
+
+def blocking_timeout(client: aioredis.Redis, longest: float = 5.0) -> float:
+    """Seconds a blocking command may wait in Redis without tripping ``socket_timeout``."""
+    kwargs = client.connection_pool.connection_kwargs
+    socket_timeout = kwargs.get("socket_timeout", _REDIS_SOCKET_TIMEOUT)
+    if not socket_timeout:
+        return longest
+    return max(0.05, min(longest, float(socket_timeout) / 2))
+
+
+def _readiness_check(fd: int) -> Callable[[], bool]:
+    """A check, without waiting, for unread data or EOF in the kernel for socket ``fd``."""
+    if hasattr(select, "poll"):  # select() cannot take descriptors above FD_SETSIZE
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return lambda: bool(poller.poll(0))
+    return lambda: bool(select.select([fd], [], [], 0)[0])  # pragma: no cover - Windows
+
+
+class _AsyncGuard(AsyncAbstractConnection):
+    """Mixin for asyncio command connections: never write on a dead idle connection."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # redis-py's Retry resends a command after any connection error, even when Redis
+        # already ran it: a PUBLISH could arrive twice. Retries belong to retry.py.
+        self.retry = AsyncRetry(NoBackoff(), 0)
+        self._handshaking = False
+        self._checked_writer: Any = None  # the socket _readable was made for
+        self._readable: Callable[[], bool] = bool
+
+    async def connect(self) -> None:
+        self._handshaking = True  # the handshake sends several commands before reading
+        try:
+            with not_sent("Could not connect to Redis"):
+                await super().connect()  # type: ignore[no-untyped-call]
+        finally:
+            self._handshaking = False
+
+    def _closed_by_peer(self) -> bool:
+        """Whether the server closed this idle connection (or it holds stray data).
+
+        redis-py's own check before handing out a pooled connection is skipped in
+        redis-py 8 when maintenance notifications are on (the default with RESP3), and
+        it only sees an EOF the event loop has already read; a FIN still in the kernel
+        is found by polling the socket (one syscall). Reads redis-py's private
+        ``_reader``/``_writer``: it has no public accessor for them.
+        """
+        reader, writer = getattr(self, "_reader", None), getattr(self, "_writer", None)
+        if reader is None or writer is None:
+            return False
+        if reader.at_eof() or writer.transport.is_closing():
+            return True
+        if writer is not self._checked_writer:  # connected anew since the last check
+            sock = writer.transport.get_extra_info("socket")
+            self._readable = _readiness_check(sock.fileno()) if sock is not None else bool
+            self._checked_writer = writer
+        return self._readable()
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if self.is_connected and not self._handshaking and self._closed_by_peer():
+            logger.debug("Pooled connection closed by the server while idle; reconnecting")
+            await self.disconnect(nowait=True)
+        if not self.is_connected:
+            await self.connect()
+        if check_health:
+            with not_sent("Health check before the command failed"):
+                await self.check_health()  # type: ignore[no-untyped-call]
+        await super().send_packed_command(command, check_health=False)
+
+
+class _SyncGuard(redis.connection.AbstractConnection):
+    """Mixin for blocking command connections: connection failures before sending are NotSent.
+
+    redis-py's blocking pool already reconnects a pooled connection the server closed
+    (its ``can_read()`` raises on EOF before the command is written).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.retry = SyncRetry(NoBackoff(), 0)  # see _AsyncGuard
+
+    def connect(self) -> None:
+        with not_sent("Could not connect to Redis"):
+            super().connect()  # type: ignore[no-untyped-call]
+
+    def check_health(self) -> None:
+        with not_sent("Health check before the command failed"):
+            super().check_health()  # type: ignore[no-untyped-call]
+
+
+@functools.cache
+def _guarded(cls: type, mixin: type) -> type:
+    return type(f"Guarded{cls.__name__}", (mixin, cls), {})
+
+
+def guard_pool(pool: Any) -> Any:
+    """Make ``pool`` (asyncio or blocking) hand out guarded command connections."""
+    mixin = _AsyncGuard if isinstance(pool, aioredis.ConnectionPool) else _SyncGuard
+    if not issubclass(pool.connection_class, mixin):
+        pool.connection_class = _guarded(pool.connection_class, mixin)
+    return pool
+
+
+def make_pool(host: dict[str, Any], watch: MasterWatch | None = None) -> Any:
+    """A redis-py asyncio pool for one ``hosts`` entry; a Sentinel one follows ``watch``."""
+    return create_pool(host) if watch is None else master_pool(host, watch)
+
+
+def make_client(
+    host: dict[str, Any], watch: MasterWatch | None = None, limits: PoolLimits = DEFAULT_LIMITS
+) -> aioredis.Redis:
+    """A redis-py asyncio client for one ``hosts`` entry (URL, dict or Sentinel), guarded.
+
+    Its pool waits for a free connection (:func:`~broadcast_layer.pools.make_waiting`).
+    """
+    pool = make_waiting(make_pool(host, watch), host, limits)
+    return aioredis.Redis(connection_pool=guard_pool(pool))
+
+
+async def close_pool(pool: Any) -> None:
+    """Disconnect a pool, and for Sentinel its connections to the sentinels too."""
+    await pool.disconnect()
+    manager = getattr(pool, "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", ()):
+        await sentinel.aclose()
+
+
+async def close_client(client: aioredis.Redis) -> None:
+    """Close a client made by :func:`make_client` and everything its pool opened."""
+    await client.aclose(close_connection_pool=False)
+    await close_pool(client.connection_pool)
+
+
+def make_sync_client(host: dict[str, Any], limits: PoolLimits = DEFAULT_LIMITS) -> redis.Redis:
+    """A redis-py synchronous client for one ``hosts`` entry (URL, dict or Sentinel), guarded.
+
+    Its pool waits for a free connection (:func:`~broadcast_layer.pools.make_waiting`).
+    """
+    spec = host
+    host = dict(host)
+    if "address" in host:
+        client = redis.Redis.from_url(host.pop("address"), **host)
+    elif "master_name" in host:
+        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            host.pop("sentinels"), sentinel_kwargs=host.pop("sentinel_kwargs", None)
+        )
+        client = sentinel.master_for(host.pop("master_name"), **host)  # type: ignore[no-untyped-call]
+    else:
+        client = redis.Redis(**host)
+    guard_pool(make_waiting(client.connection_pool, spec, limits))
+    return client

@@ -1,0 +1,197 @@
+"""Connections to one Redis server on one event loop, and their synchronous twin.
+
+:class:`Host` holds a guarded command client that runs script calls (one, or a batch in
+one pipeline), an :class:`~.writer.OrderedWriter` for writes that must keep their order,
+a :class:`~.writer.Publisher`, and a :class:`~.subscriber.Subscriber`; for a Sentinel
+host, the :class:`~.sentinel.MasterWatch` they all follow. :class:`SyncHost` runs the
+same script calls and PUBLISH with redis-py's blocking client.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, TypeVar
+
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
+
+from .._protocol.scripts import Call
+from . import retry
+from .clients import (
+    DEFAULT_LIMITS,
+    close_client,
+    close_pool,
+    make_client,
+    make_pool,
+    make_sync_client,
+)
+from .errors import sync_redis_errors
+from .pools import PoolLimits
+from .retry import Backoff
+from .sentinel import MasterWatch, SwitchListener, is_sentinel
+from .subscriber import MessageHandler, Subscriber
+from .writer import OrderedWriter, Publisher
+
+T = TypeVar("T")
+
+
+class Host:
+    """Connections to one Redis server: a command client with its scripts, and a subscriber.
+
+    Writes that must keep their order go through :attr:`writer` (see
+    :class:`~.writer.OrderedWriter`); group and control messages through
+    :attr:`publisher`.
+    """
+
+    def __init__(
+        self,
+        spec: dict[str, Any],
+        on_message: MessageHandler,
+        backoff: Backoff,
+        failover_timeout: float = 10.0,
+        limits: PoolLimits = DEFAULT_LIMITS,
+    ) -> None:
+        #: For a Sentinel host: where the master is; both pools follow it.
+        self.watch = (
+            MasterWatch(spec, failover_timeout=failover_timeout, backoff=backoff)
+            if is_sentinel(spec)
+            else None
+        )
+        self.client = make_client(spec, self.watch, limits)
+        self.subscriber = Subscriber(spec, on_message, backoff, make_pool(spec, self.watch))
+        self.writer = OrderedWriter(self.run_all)
+        self.publisher = Publisher(self.client)
+        self.on_master_switch(self._follow_master)
+        self._scripts: dict[str, AsyncScript] = {}
+        self._loaded: set[str] = set()
+
+    def on_master_switch(self, listener: SwitchListener) -> None:
+        """Call ``await listener(new_address)`` after each Sentinel switch of master.
+
+        Listeners run in the order added; the host's own (added first) has already moved
+        the pooled connections and the subscriber to the new master. A no-op for a host
+        that is not a Sentinel one.
+        """
+        if self.watch is not None:
+            self.watch.on_switch(listener)
+
+    async def _follow_master(self, address: tuple[str, int]) -> None:
+        # The pool moves by itself: a connection to the old master is reconnected when
+        # next taken and closed when returned (sentinel._MasterPool). The reader does not
+        # take or return its connection, so it is moved here.
+        await self.subscriber.reconnect()
+
+    def _script(self, source: str) -> AsyncScript:
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self.client.register_script(source)
+        return script
+
+    async def run(self, call: Call[T]) -> T:
+        """Run one script call now, retried as retry.py allows (``call.idempotent``)."""
+        run = functools.partial(
+            self._script(call.script), keys=list(call.keys), args=list(call.args)
+        )
+        reply = await retry.call(run, idempotent=call.idempotent, what="EVALSHA")
+        return call.parse(reply)
+
+    async def _load(self, source: str) -> None:
+        load = functools.partial(self.client.script_load, source)
+        await retry.call(load, idempotent=True, what="SCRIPT LOAD")
+
+    async def run_all(self, calls: list[Call[Any]]) -> list[Any]:
+        """Run calls in one pipeline (one round trip); a failed call's entry is its exception.
+
+        Redis runs them in order, also when it had lost a script (see below). The
+        pipeline is retried after a connection error only when every call in it is
+        idempotent, or when it was not sent at all.
+        """
+        await self._load_scripts(calls)  # once per script, so a batch rarely half-fails
+        replies = await self._pipeline(calls)
+        for _ in range(3):  # bounded: Redis could keep flushing its scripts
+            first = next((i for i, r in enumerate(replies) if isinstance(r, NoScriptError)), None)
+            if first is None:
+                break
+            # Redis lost its scripts (a restart, SCRIPT FLUSH) and skipped this call, but
+            # may have run later calls of the batch whose script it had: run the whole
+            # tail again, in order, so no write overtakes an earlier one. The calls run
+            # here are idempotent (registry writes, heartbeats) or come in batches of
+            # one script (RELEASE), where every call after a NOSCRIPT fails the same way.
+            self._loaded.clear()
+            await self._load_scripts(calls[first:])
+            replies[first:] = await self._pipeline(calls[first:])
+        results: list[Any] = []
+        for call, reply in zip(calls, replies, strict=True):
+            if isinstance(reply, Exception):
+                results.append(reply)
+                continue
+            try:
+                results.append(call.parse(reply))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    async def _load_scripts(self, calls: list[Call[Any]]) -> None:
+        for source in {call.script for call in calls} - self._loaded:
+            await self._load(source)
+            self._loaded.add(source)
+
+    async def _pipeline(self, calls: list[Call[Any]]) -> list[Any]:
+        idempotent = all(call.idempotent for call in calls)
+        run = functools.partial(self._pipeline_once, calls)
+        return await retry.call(run, idempotent=idempotent, what="pipeline")
+
+    async def _pipeline_once(self, calls: list[Call[Any]]) -> list[Any]:
+        # EVALSHA directly: redis-py's script objects would add a SCRIPT EXISTS round trip.
+        async with self.client.pipeline(transaction=False) as pipe:
+            for call in calls:
+                pipe.evalsha(self._script(call.script).sha, len(call.keys), *call.keys, *call.args)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+            return replies
+
+    async def close_pools(self) -> None:
+        """Close the command connections (reopened on next use), and the pub/sub one if unused."""
+        await close_pool(self.client.connection_pool)
+        await self.subscriber.close_if_unused()
+
+    async def close(self) -> None:
+        """Stop the writers and the subscriber, close every connection (idempotent)."""
+        await self.publisher.close()
+        await self.writer.close()
+        await self.subscriber.close()
+        await close_client(self.client)
+        if self.watch is not None:
+            await self.watch.close()
+
+
+class SyncHost:
+    """A synchronous client to one host, with its scripts registered once (thread-safe)."""
+
+    def __init__(self, spec: dict[str, Any], limits: PoolLimits = DEFAULT_LIMITS) -> None:
+        self.client = make_sync_client(spec, limits)
+        self._scripts: dict[str, Any] = {}
+
+    def run(self, call: Call[T]) -> T:
+        """Run one script call, retried as retry.py allows; errors become RedisUnavailable."""
+        script = self._scripts.get(call.script)
+        if script is None:
+            script = self._scripts[call.script] = self.client.register_script(call.script)
+        run = functools.partial(script, keys=list(call.keys), args=list(call.args))
+        with sync_redis_errors():
+            reply = retry.call_sync(run, idempotent=call.idempotent, what="EVALSHA")
+        return call.parse(reply)
+
+    def publish(self, channel: str, data: bytes) -> int:
+        """PUBLISH (retried only when it was not sent); return how many subscribers got it."""
+        with sync_redis_errors():
+            return int(
+                retry.call_sync(
+                    functools.partial(self.client.publish, channel, data),
+                    idempotent=False,
+                    what="PUBLISH",
+                )
+            )
+
+    def close(self) -> None:
+        """Close the client's connections."""
+        self.client.close()

@@ -1,0 +1,1 @@
+"""Optional extras outside the runtime core (development and demo helpers)."""
