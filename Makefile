@@ -27,6 +27,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 screenshots: $(STAMP)  ## refresh docs/images/ from the browser tests
 	SAVE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/e2e/test_admin_browser.py tests/e2e/test_demo_browser.py
