@@ -16,7 +16,7 @@ from channels_redis.serializers import registry as serializers
 
 from ._aliases import configured, not_ours
 from ._node.loops import LoopNodes
-from ._node.node import NodeStats
+from ._node.node import Node, NodeStats
 from ._protocol.validation import (
     MAX_NESTING,
     require_shallow,
@@ -82,7 +82,7 @@ class BroadcastChannelLayer(BaseChannelLayer):
             raise ConfigurationError(
                 f"CONFIG['serializer_format']: unknown format {serializer_format!r}"
             ) from None
-        self.nodes = LoopNodes(self.config, self.serializer)
+        self.nodes = LoopNodes(lambda: Node(self.config, self.serializer))
         """This layer's node on each event loop (internal: the layer's methods use it)."""
         self._sync_registry: SyncRegistry | None = None
         self.registry = Registry(self.config, self.nodes)

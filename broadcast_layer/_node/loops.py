@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from typing import Any
+from collections.abc import Callable
 
-from ..conf import LayerConfig
 from .node import Node
 
 
 class LoopNodes:
     """The nodes of one layer, by event loop."""
 
-    def __init__(self, config: LayerConfig, serializer: Any) -> None:
-        self._config = config
-        self._serializer = serializer
+    def __init__(self, make_node: Callable[[], Node]) -> None:
+        # A factory, not a config and a serializer: the layer's serializer is read when
+        # each node is made (tests swap it in after the layer was built).
+        self._make_node = make_node
         self._nodes: dict[asyncio.AbstractEventLoop, Node] = {}
         self._wrapped_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 
@@ -32,7 +32,7 @@ class LoopNodes:
         loop = asyncio.get_running_loop()
         node = self._nodes.get(loop)
         if node is None:
-            node = self._nodes[loop] = Node(self._config, self._serializer)
+            node = self._nodes[loop] = self._make_node()
             if loop not in self._wrapped_loops:
                 self._wrapped_loops.add(loop)
                 self._close_with(loop)
@@ -48,7 +48,7 @@ class LoopNodes:
 
     def new_unattached(self) -> Node:
         """A node tied to no loop (for a one-off job such as flush)."""
-        return Node(self._config, self._serializer)
+        return self._make_node()
 
     def _close_with(self, loop: asyncio.AbstractEventLoop) -> None:
         """Close the loop's node just before the loop closes, so nothing leaks."""
