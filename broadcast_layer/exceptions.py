@@ -21,8 +21,9 @@ Where the Channels specification names an exception, that one is raised instead:
 ``channels.exceptions.ChannelFull`` when a channel is at capacity and
 ``channels.exceptions.MessageTooLarge`` when a message exceeds ``max_message_size``.
 Invalid names and messages are ``TypeError`` subclasses, as Channels' own layers raise
-``TypeError`` for them. The rules and their limits are in ``broadcast_layer.validation``
-and ``broadcast_layer.globs`` (docs/limits.md).
+``TypeError`` for them. The rules and their limits are in
+``broadcast_layer._protocol.validation`` and ``broadcast_layer._protocol.globs``
+(docs/limits.md).
 """
 
 from __future__ import annotations

@@ -294,7 +294,7 @@ end
 return out
 """)
 
-# A room glob, compiled by broadcast_layer.globs into tokens: '*', '?', '=c' (one
+# A room glob, compiled by broadcast_layer._protocol.globs into tokens: '*', '?', '=c' (one
 # character), '+ranges' / '-ranges' (a class or a negated one; ranges are pairs of first
 # and last byte). glob_match(name, glob) first rejects, at C speed, a name that lacks the
 # glob's literal start, literal end or any literal run between wildcards, or whose length

@@ -153,7 +153,7 @@ def make_client(
 ) -> aioredis.Redis:
     """A redis-py asyncio client for one ``hosts`` entry (URL, dict or Sentinel), guarded.
 
-    Its pool waits for a free connection (:func:`~broadcast_layer.pools.make_waiting`).
+    Its pool waits for a free connection (:func:`~broadcast_layer._redis.pools.make_waiting`).
     """
     pool = make_waiting(make_pool(host, watch), host, limits)
     return aioredis.Redis(connection_pool=guard_pool(pool))
@@ -176,7 +176,7 @@ async def close_client(client: aioredis.Redis) -> None:
 def make_sync_client(host: dict[str, Any], limits: PoolLimits = DEFAULT_LIMITS) -> redis.Redis:
     """A redis-py synchronous client for one ``hosts`` entry (URL, dict or Sentinel), guarded.
 
-    Its pool waits for a free connection (:func:`~broadcast_layer.pools.make_waiting`).
+    Its pool waits for a free connection (:func:`~broadcast_layer._redis.pools.make_waiting`).
     """
     spec = host
     host = dict(host)
