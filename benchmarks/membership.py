@@ -55,10 +55,10 @@ def seed_rooms(url: str, prefix: str, count: int) -> float:
     Returns the seconds it took.
     """
     from broadcast_layer._protocol import scripts
-    from broadcast_layer.layer import BroadcastChannelLayer
-    from broadcast_layer.registry import RegistryCalls
+    from broadcast_layer._protocol.keys import Keys
+    from broadcast_layer._protocol.records import RecordCalls
 
-    calls = RegistryCalls(BroadcastChannelLayer(hosts=[url], prefix=prefix).config)
+    calls = RecordCalls(Keys(prefix), node_ttl=15.0)  # node_ttl: the layer's default
     client = redis.Redis.from_url(url)
     started = time.monotonic()
     try:
