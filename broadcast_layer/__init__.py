@@ -13,7 +13,7 @@ Importing this package needs no configured Django settings and starts nothing.
 """
 
 from .acl import acl_rules, acl_setuser
-from .consumers import RemoteControlMixin
+from .consumers import NoPerMessageDatabaseCleanupMixin, RemoteControlMixin
 from .emitter import AsyncEmitter, EmitResult, Emitter, all_group, user_group
 from .exceptions import (
     BroadcastLayerError,
@@ -60,6 +60,7 @@ __all__ = [
     "Member",
     "MessageTooDeep",
     "MessageTooLarge",
+    "NoPerMessageDatabaseCleanupMixin",
     "NodeInfo",
     "NodeStats",
     "PoolExhausted",

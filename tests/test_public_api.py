@@ -17,7 +17,7 @@ PUBLIC_MODULES = {
     "broadcast_layer.layer": ["BroadcastChannelLayer", "get_layer"],
     "broadcast_layer.registry": ["Registry", "SyncRegistry", "get_registry", "Room", "Member"],
     "broadcast_layer.emitter": ["Emitter", "AsyncEmitter", "EmitResult"],
-    "broadcast_layer.consumers": ["RemoteControlMixin"],
+    "broadcast_layer.consumers": ["RemoteControlMixin", "NoPerMessageDatabaseCleanupMixin"],
     "broadcast_layer.exceptions": ["RedisUnavailable", "InvalidName", "ChannelFull"],
     "broadcast_layer.acl": ["acl_rules", "acl_setuser"],
 }
