@@ -19,10 +19,10 @@ from django.urls import URLPattern, path
 from django.utils.decorators import method_decorator
 from django.views.decorators.http import require_POST
 
+from .._protocol.validation import is_valid_group_name
 from ..exceptions import MessageTooLarge, RedisUnavailable
 from ..models import Node, Room
 from ..registry import Member, RoomPage, SyncRegistry
-from .._protocol.validation import is_valid_group_name
 from . import actions
 from .base import RegistryAdmin, admin_url, count, require
 from .forms import MemberForm, RoomQuery, SendMessageForm
