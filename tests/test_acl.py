@@ -156,7 +156,7 @@ async def test_the_whole_layer_runs_as_the_acl_user(acl_url, admin, prefix, sett
             emitter.close()
         await AsyncEmitter().group("room", {"type": "emitted.async"})
         out = StringIO()
-        await asyncio.to_thread(call_command, "rooms", "--json", stdout=out)
+        await asyncio.to_thread(call_command, "rooms", "--format", "json", stdout=out)
         assert "room" in out.getvalue()
         await asyncio.to_thread(call_command, "broadcast", "room", "hello", stdout=StringIO())
         await asyncio.to_thread(admin_actions.remove, "default", "room", ch_b)

@@ -73,12 +73,60 @@ async def test_broadcast_sends_text_with_the_default_type(nodes, manage):
 async def test_broadcast_type_json_and_json_output(nodes, manage):
     channels = await members_on_two_nodes(nodes)
     result = await asyncio.to_thread(
-        manage, "broadcast", "room42", "--type", "chat.notice", "--json", '{"level": 2}',
-        "--output", "json",
+        manage, "broadcast", "room42", "--type", "chat.notice", "--json-body", '{"level": 2}',
+        "--format", "json",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"target": "room42", "nodes": 2, "members": 2}
     assert await within(nodes[0].receive(channels[0])) == {"type": "chat.notice", "level": 2}
+
+
+async def test_the_new_spellings_print_no_warning(nodes, manage):
+    await members_on_two_nodes(nodes)
+    result = await asyncio.to_thread(
+        manage, "broadcast", "room42", "--json-body", '{"n": 1}', "--format", "json"
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    rooms = await asyncio.to_thread(manage, "rooms", "--format", "json")
+    assert (rooms.returncode, rooms.stderr) == (0, "")
+    assert json.loads(rooms.stdout)["rooms"] == [{"name": "room42", "size": 2, "nodes": 2}]
+
+
+async def test_the_old_spellings_still_work_with_one_deprecation_line_each(nodes, manage):
+    channels = await members_on_two_nodes(nodes)
+    result = await asyncio.to_thread(
+        manage, "broadcast", "room42", "--json", '{"level": 3}', "--output", "json"
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"target": "room42", "nodes": 2, "members": 2}
+    assert result.stderr.splitlines() == [
+        "DeprecationWarning: --json OBJECT is deprecated; use --json-body OBJECT instead.",
+        "DeprecationWarning: --output json is deprecated; use --format json instead.",
+    ]
+    assert await within(nodes[0].receive(channels[0])) == {
+        "type": "broadcast.message",
+        "level": 3,
+    }
+    rooms = await asyncio.to_thread(manage, "rooms", "--json")
+    assert rooms.returncode == 0, rooms.stderr
+    assert json.loads(rooms.stdout)["rooms"] == [{"name": "room42", "size": 2, "nodes": 2}]
+    assert rooms.stderr.splitlines() == [
+        "DeprecationWarning: --json is deprecated; use --format json instead."
+    ]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["broadcast", "room42", "--json", "{}", "--json-body", "{}"],
+        ["broadcast", "room42", "hi", "--output", "json", "--format", "json"],
+        ["rooms", "--json", "--format", "json"],
+    ],
+)
+def test_an_old_and_a_new_spelling_together_are_refused(args):
+    with pytest.raises(CommandError, match="not allowed with argument") as caught:
+        call_command(*args, stdout=StringIO(), stderr=StringIO())
+    assert "\n" not in str(caught.value)
 
 
 async def test_broadcast_to_a_user_a_channel_and_everyone(nodes, settings):
@@ -121,7 +169,7 @@ async def test_stdin_streams_one_message_per_line(nodes, manage):
 async def test_stdin_json_lines(nodes, manage):
     channel = (await members_on_two_nodes(nodes))[0]
     result = await asyncio.to_thread(
-        manage, "broadcast", "room42", "--stdin", "--json", "-",
+        manage, "broadcast", "room42", "--stdin", "--json-body", "-",
         stdin='{"type": "a", "n": 1}\n{"n": 2}\n',
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -133,8 +181,8 @@ async def test_stdin_json_lines(nodes, manage):
     ("args", "message"),
     [
         (["broadcast", "bad name!", "hi"], "Group name must be a valid"),
-        (["broadcast", "room42", "--json", "{not json"], "not valid JSON"),
-        (["broadcast", "room42", "--json", "[1, 2]"], "must be a JSON object"),
+        (["broadcast", "room42", "--json-body", "{not json"], "not valid JSON"),
+        (["broadcast", "room42", "--json-body", "[1, 2]"], "must be a JSON object"),
         (["broadcast", "room42", "x" * 5_000_000], "max_message_size"),
         (["broadcast", "room42", "hi", "--layer", "nope"], "No channel layer 'nope'"),
         (["broadcast", "room42", "hi", "--layer", "memory"], "not BroadcastChannelLayer"),
@@ -145,8 +193,8 @@ async def test_stdin_json_lines(nodes, manage):
         (["rooms", "bad name!"], "Group name must be a valid"),
         (["rooms", "--watch", "nan"], "--watch: must be a number from 0.1 to 86400"),
         (["broadcast", "room42", "hi", "--type", "bad!type"], "is not a handler name"),
-        (["broadcast", "room42", "--json", "[" * 50_000 + "]" * 50_000], "more than 32 deep"),
-        (["broadcast", "room42", "--stdin", "--json", "-"], "line 3: The message type"),
+        (["broadcast", "room42", "--json-body", "[" * 50_000 + "]" * 50_000], "more than 32 deep"),
+        (["broadcast", "room42", "--stdin", "--json-body", "-"], "line 3: The message type"),
     ],
 )
 async def test_bad_input_is_one_line_nonzero_and_sends_nothing(nodes, manage, args, message):
@@ -222,7 +270,7 @@ def stdin(monkeypatch):
 async def test_a_bad_line_in_a_stdin_batch_sends_nothing(nodes, stdin, lines, json_lines, message):
     channels = await members_on_two_nodes(nodes)
     stdin(lines)
-    body = {"json": "-"} if json_lines else {}
+    body = {"json_body": "-"} if json_lines else {}
     with pytest.raises(CommandError, match=message) as caught:
         await asyncio.to_thread(call_command, "broadcast", "room42", stdin=True, **body,
                                 stdout=StringIO())  # fmt: skip
@@ -236,7 +284,7 @@ async def test_stream_sends_the_lines_before_a_bad_one(nodes, stdin):
     stdin('{"n": 1}\n{"n": 2}\n{"type": "bad!type"}\n{"n": 4}\n')
     with pytest.raises(CommandError, match="line 3"):
         await asyncio.to_thread(call_command, "broadcast", "room42", "--stdin", "--stream",
-                                json="-", stdout=StringIO())  # fmt: skip
+                                json_body="-", stdout=StringIO())  # fmt: skip
     assert [(await within(nodes[0].receive(channel)))["n"] for _ in range(2)] == [1, 2]
     await nothing_arrives(nodes[0], channel)
 
@@ -259,7 +307,8 @@ async def test_protocol_types_go_out_only_with_the_flag(nodes):
     channel = (await members_on_two_nodes(nodes))[0]
     body = '{"type": "websocket.receive", "text": "x"}'
     with pytest.raises(CommandError, match="--allow-protocol-type"):
-        await asyncio.to_thread(call_command, "broadcast", "room42", json=body, stdout=StringIO())
+        await asyncio.to_thread(call_command, "broadcast", "room42", json_body=body,
+                                stdout=StringIO())  # fmt: skip
     await nothing_arrives(nodes[0], channel)
     await asyncio.to_thread(call_command, "broadcast", "room42", "hi", "--allow-protocol-type",
                             type="websocket.receive", stdout=StringIO())  # fmt: skip
@@ -277,7 +326,7 @@ async def test_redis_unreachable_is_a_one_line_error(manage):
 
 def test_call_command_raises_command_error():
     with pytest.raises(CommandError, match="not valid JSON"):
-        call_command("broadcast", "room42", json="{", stdout=StringIO())
+        call_command("broadcast", "room42", json_body="{", stdout=StringIO())
 
 
 async def test_rooms_lists_rooms_members_and_nodes(nodes, manage):
@@ -290,22 +339,26 @@ async def test_rooms_lists_rooms_members_and_nodes(nodes, manage):
     assert lines[0].split() == ["ROOM", "MEMBERS", "NODES"]
     assert lines[2].split() == ["room42", "2", "2"]
     assert lines[3].split() == ["quiet-room", "1", "1"]
-    as_json = json.loads((await asyncio.to_thread(manage, "rooms", "--json")).stdout)
+    as_json = json.loads((await asyncio.to_thread(manage, "rooms", "--format", "json")).stdout)
     assert as_json["rooms"] == [
         {"name": "quiet-room", "size": 1, "nodes": 1},
         {"name": "room42", "size": 2, "nodes": 2},
     ]
     filtered = json.loads(
-        (await asyncio.to_thread(manage, "rooms", "--json", "--match", "q*")).stdout
+        (await asyncio.to_thread(manage, "rooms", "--format", "json", "--match", "q*")).stdout
     )
     assert [room["name"] for room in filtered["rooms"]] == ["quiet-room"]
     members = await asyncio.to_thread(manage, "rooms", "room42")
     assert channels[0] in members.stdout
     assert nodes[0].node_id in members.stdout
     assert '"name": "Ann"' in members.stdout
-    member_json = json.loads((await asyncio.to_thread(manage, "rooms", "room42", "--json")).stdout)
+    member_json = json.loads(
+        (await asyncio.to_thread(manage, "rooms", "room42", "--format", "json")).stdout
+    )
     assert {m["channel"] for m in member_json["members"]} == set(channels)
-    node_json = json.loads((await asyncio.to_thread(manage, "rooms", "--nodes", "--json")).stdout)
+    node_json = json.loads(
+        (await asyncio.to_thread(manage, "rooms", "--nodes", "--format", "json")).stdout
+    )
     assert {nodes[0].node_id, nodes[1].node_id} <= {n["id"] for n in node_json["nodes"]}
 
 
@@ -341,13 +394,15 @@ JSON_BODIES = st.sampled_from([
 BROADCAST_PIECES = st.one_of(
     ROOM_ARGS.map(lambda a: [a]),
     TEXTS.map(lambda a: [a]),
-    st.tuples(st.sampled_from(["--user", "--channel", "--output"]), VALUES | ROOM_ARGS).map(list),
+    st.tuples(
+        st.sampled_from(["--user", "--channel", "--format", "--output"]), VALUES | ROOM_ARGS
+    ).map(list),
     st.tuples(st.just("--layer"), st.sampled_from(["default", "memory", "nope", ""])).map(list),
     st.tuples(
         st.just("--type"),
         st.sampled_from(["chat.message", "bad!type", "websocket.send", "_x", "a..b", ""]) | TEXTS,
     ).map(list),
-    st.tuples(st.just("--json"), JSON_BODIES).map(list),
+    st.tuples(st.sampled_from(["--json-body", "--json"]), JSON_BODIES).map(list),
     st.sampled_from(
         ["--all", "--stdin", "--stream", "--quiet", "--allow-protocol-type", "--bogus"]
     ).map(lambda a: [a]),
@@ -360,6 +415,7 @@ ROOMS_PIECES = st.one_of(
         st.just("--watch"),
         st.sampled_from(["-1", "0", "nan", "inf", "1e999", "abc", "", "0.01", "86401"]),
     ).map(list),
+    st.tuples(st.just("--format"), st.sampled_from(["json", "text", "yaml", ""])).map(list),
     st.sampled_from(["--nodes", "--json", "--bogus"]).map(lambda a: [a]),
 )
 

@@ -259,9 +259,9 @@ async def test_management_commands_after_a_kill(nodes, kill, layer_settings):
         call_command(*args, stdout=out)
         return out.getvalue()
 
-    await asyncio.to_thread(command, "rooms", "--json")
+    await asyncio.to_thread(command, "rooms", "--format", "json")
     kill()
-    rooms = json.loads(await asyncio.to_thread(command, "rooms", "--json"))
+    rooms = json.loads(await asyncio.to_thread(command, "rooms", "--format", "json"))
     assert rooms["rooms"] == [{"name": "ops", "size": 1, "nodes": 1}]
     kill()
     await asyncio.to_thread(command, "broadcast", "ops", "hello")

@@ -1,4 +1,5 @@
-"""What the app's management commands share: one-line errors and checked numeric flags."""
+"""What the app's management commands share: one-line errors, checked numeric flags and
+the one way deprecated flags are announced."""
 
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ class OneLineErrorsCommand(BaseCommand):
 
         parser.error = one_line_error
         return parser
+
+    def warn_deprecated(self, old: str, new: str) -> None:
+        """Say on stderr, in one line, that ``old`` still works but ``new`` replaces it."""
+        self.stderr.write(f"DeprecationWarning: {old} is deprecated; use {new} instead.")
 
 
 def one_line(error: BaseException | str) -> str:

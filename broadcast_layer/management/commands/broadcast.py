@@ -56,11 +56,18 @@ class Command(OneLineErrorsCommand):
             action="store_true",
             help="allow types in the websocket.*, http.* and lifespan.* namespaces",
         )
-        parser.add_argument(
-            "--json",
+        body = parser.add_mutually_exclusive_group()
+        body.add_argument(
+            "--json-body",
             metavar="OBJECT",
             dest="body",
             help="the message body as a JSON object; '-' with --stdin: each line is one",
+        )
+        body.add_argument(
+            "--json",
+            metavar="OBJECT",
+            dest="deprecated_body",
+            help="deprecated spelling of --json-body",
         )
         parser.add_argument(
             "--stdin",
@@ -79,13 +86,26 @@ class Command(OneLineErrorsCommand):
         output = parser.add_mutually_exclusive_group()
         output.add_argument("--quiet", action="store_true", help="print nothing on success")
         output.add_argument(
-            "--output",
+            "--format",
             choices=["text", "json"],
             default="text",
             help="one line of text, or one JSON object, per send",
         )
+        output.add_argument(
+            "--output",
+            choices=["text", "json"],
+            dest="deprecated_format",
+            help="deprecated spelling of --format",
+        )
 
     def handle(self, *args: str, **options: Any) -> None:
+        if options["deprecated_body"] is not None:
+            self.warn_deprecated("--json OBJECT", "--json-body OBJECT")
+            options["body"] = options["deprecated_body"]
+        if options["deprecated_format"] is not None:
+            self.warn_deprecated(f"--output {options['deprecated_format']}",
+                                 f"--format {options['deprecated_format']}")  # fmt: skip
+            options["format"] = options["deprecated_format"]
         target, text = self._target(list(args), options)
         self.allow_protocol = bool(options["allow_protocol_type"])
         try:
@@ -103,7 +123,7 @@ class Command(OneLineErrorsCommand):
                 self._send_all(emitter, target, messages if options["stream"] else [*messages],
                                options)  # fmt: skip
             else:
-                message = self._message(message_type, text, options["body"], "--json ")
+                message = self._message(message_type, text, options["body"], "--json-body ")
                 self._check(emitter, message)
                 self._report(self._send(emitter, target, message), options)
         finally:
@@ -129,9 +149,9 @@ class Command(OneLineErrorsCommand):
         if options["stream"] and not options["stdin"]:
             raise CommandError("--stream goes with --stdin")
         if not options["stdin"] and text is None and options["body"] is None:
-            raise CommandError("Give a text, --json or --stdin")
+            raise CommandError("Give a text, --json-body or --stdin")
         if options["stdin"] and options["body"] not in (None, "-"):
-            raise CommandError("With --stdin, --json takes '-' (each line is a JSON object)")
+            raise CommandError("With --stdin, --json-body takes '-' (each line is a JSON object)")
         try:
             _require_target(target)
         except TypeError as exc:
@@ -217,7 +237,7 @@ class Command(OneLineErrorsCommand):
     def _report(self, result: EmitResult, options: dict[str, Any]) -> None:
         if options["quiet"]:
             return
-        if options["output"] == "json":
+        if options["format"] == "json":
             line = json.dumps(
                 {"target": result.target, "nodes": result.nodes, "members": result.members}
             )

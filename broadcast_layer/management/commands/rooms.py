@@ -53,7 +53,16 @@ class Command(OneLineErrorsCommand):
             help=f"at most this many rooms (1 to {MAX_PAGE})",
         )
         parser.add_argument("--nodes", action="store_true", help="list the live nodes")
-        parser.add_argument("--json", action="store_true", help="print one JSON object")
+        output = parser.add_mutually_exclusive_group()
+        output.add_argument(
+            "--format",
+            choices=["text", "json"],
+            default="text",
+            help="a table, or one JSON object",
+        )
+        output.add_argument(
+            "--json", action="store_true", help="deprecated spelling of --format json"
+        )
         parser.add_argument(
             "--watch",
             type=number_in(MIN_WATCH_SECONDS, MAX_WATCH_SECONDS),
@@ -66,6 +75,9 @@ class Command(OneLineErrorsCommand):
         parser.add_argument("--layer", default="default", help="the CHANNEL_LAYERS alias")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["json"]:
+            self.warn_deprecated("--json", "--format json")
+            options["format"] = "json"
         if options["match"]:
             try:  # refused before anything goes to Redis
                 compile_glob(options["match"])
@@ -88,9 +100,9 @@ class Command(OneLineErrorsCommand):
     def _render(self, registry: SyncRegistry, options: dict[str, Any]) -> str:
         try:
             if options["nodes"]:
-                return self._nodes(registry, options["json"])
+                return self._nodes(registry, options["format"] == "json")
             if options["room"]:
-                return self._members(registry, options["room"], options["json"])
+                return self._members(registry, options["room"], options["format"] == "json")
             return self._rooms(registry, options)
         except (TypeError, ValueError) as exc:  # an invalid room name
             raise CommandError(one_line(exc)) from None
@@ -100,7 +112,7 @@ class Command(OneLineErrorsCommand):
     def _rooms(self, registry: SyncRegistry, options: dict[str, Any]) -> str:
         page = registry.rooms(options["match"], options["sort"], 0, options["limit"])
         rooms = [{"name": r.name, "size": r.size, "nodes": r.nodes} for r in page.rooms]
-        if options["json"]:
+        if options["format"] == "json":
             return json.dumps({"rooms": rooms, "total": page.total})
         if not rooms:
             return "No rooms."
