@@ -1,8 +1,12 @@
-"""System checks: invalid CONFIG, missing hosts, unreachable Redis (deploy only)."""
+"""System checks: invalid CONFIG, missing hosts, unreachable Redis (deploy, when asked)."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +15,7 @@ from django.core.checks import run_checks
 from broadcast_layer import checks
 
 BACKEND = "broadcast_layer.layer.BroadcastChannelLayer"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _ids(settings, config, *, deploy=False):
@@ -32,10 +37,37 @@ def test_missing_hosts_is_w001(settings):
     assert _ids(settings, {}) == ["broadcast_layer.W001"]
 
 
-def test_an_unreachable_redis_is_e002_only_with_deploy(settings, redis_url):
-    dead = "redis://127.0.0.1:1/0"
-    assert _ids(settings, {"hosts": [dead]}) == []
-    assert _ids(settings, {"hosts": [dead]}, deploy=True) == ["broadcast_layer.E002"]
+DEAD = "redis://127.0.0.1:1/0"
+
+
+def test_deploy_checks_do_not_contact_redis_unless_asked(settings):
+    assert _ids(settings, {"hosts": [DEAD]}, deploy=True) == []
+
+
+def test_an_unreachable_redis_is_w002_when_asked_with_deploy(settings, redis_url):
+    settings.BROADCAST_LAYER_CHECK_REDIS = True
+    assert _ids(settings, {"hosts": [DEAD]}) == []
+    assert _ids(settings, {"hosts": [DEAD]}, deploy=True) == ["broadcast_layer.W002"]
+    assert _ids(settings, {"hosts": [redis_url]}, deploy=True) == []
+
+
+@pytest.mark.parametrize("asked", [False, True])
+def test_check_deploy_passes_on_a_machine_without_redis(asked):
+    """A build runs `manage.py check --deploy` where no Redis listens: exit status 0."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "REDIS_URL": DEAD}
+    code = "from tests.settings import *\nBROADCAST_LAYER_CHECK_REDIS = True\n"
+    with tempfile.TemporaryDirectory() as folder:
+        if asked:
+            (Path(folder) / "asked_settings.py").write_text(code)
+            env["DJANGO_SETTINGS_MODULE"] = "asked_settings"
+            env["PYTHONPATH"] = os.pathsep.join([folder, str(ROOT)])
+        result = subprocess.run(
+            [sys.executable, "manage.py", "check", "--deploy"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert ("broadcast_layer.W002" in result.stderr) is asked, result.stderr
+    assert "broadcast_layer.E" not in result.stderr
 
 
 def test_every_check_id_is_documented():
@@ -46,9 +78,9 @@ def test_every_check_id_is_documented():
         assert check_id in docs, f"{check_id} is not documented"
     assert sorted(set(ids)) == [
         "broadcast_layer.E001",
-        "broadcast_layer.E002",
         "broadcast_layer.E003",
         "broadcast_layer.W001",
+        "broadcast_layer.W002",
     ]
     documented = re.findall(r"^\| `(broadcast_layer\.[EW]\d{3})` \|", docs, flags=re.M)
     assert len(documented) == len(set(documented)), "a check ID is listed twice"
