@@ -72,6 +72,9 @@ def acl_rules(prefix: str = "asgi", redis_version: tuple[int, int] = (7, 2)) -> 
         commands.append(CLIENT_SETINFO)
     return [
         *(f"~{pattern}" for pattern in keys.patterns()),
+        # Redis 6.2 gives a new user every channel (acl-pubsub-default allchannels) and
+        # refuses a channel pattern after that; 7.0 starts with none. Say it either way.
+        "resetchannels",
         *(f"&{pattern}" for pattern in keys.channel_patterns()),
         "-@all",
         *(f"+{command}" for command in commands),

@@ -62,10 +62,17 @@ def denied(admin: redis.Redis) -> list[str]:
     """What the ACL refused since the last reset, as 'reason object' strings."""
     entries: list[Any] = admin.execute_command("ACL", "LOG")
     found = []
-    for entry in entries:
-        fields = dict(zip(entry[::2], entry[1::2], strict=True))
-        found.append(f"{fields[b'reason'].decode()} {fields[b'object'].decode()}")
+    for entry in entries:  # redis-py parses the reply into dicts, or leaves flat lists
+        pairs = (
+            entry.items() if isinstance(entry, dict) else zip(entry[::2], entry[1::2], strict=True)
+        )
+        fields = {_text(key): _text(value) for key, value in pairs}
+        found.append(f"{fields['reason']} {fields['object']}")
     return found
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def test_every_command_of_every_script_is_granted():
@@ -173,7 +180,12 @@ async def test_the_whole_layer_runs_as_the_acl_user(acl_url, admin, prefix, sett
         for layer in (a, b, sender):
             await layer.close()
     assert admin.keys(f"{prefix}:*") == []
-    assert denied(admin) == []  # nothing the layer did was refused
+    refused = denied(admin)
+    if server_version(admin) < (7, 2):
+        # redis-py's CLIENT SETINFO on connect, which servers before 7.2 do not know (so
+        # it cannot be granted) and redis-py ignores: not a command of the layer.
+        refused = [entry for entry in refused if entry != "command client"]
+    assert refused == []  # nothing the layer did was refused
 
 
 async def test_the_acl_user_cannot_touch_anything_outside_its_prefix(acl_url, admin, prefix):
