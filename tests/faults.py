@@ -56,11 +56,11 @@ def writes_paused(url: str, seconds: float = 30.0) -> Iterator[redis.Redis]:
         client.close()
 
 
-def blocked_on(url: str, command: str) -> int:
-    """How many clients are blocked in ``command`` (for example held by a pause)."""
+def blocked_on(url: str, *commands: str) -> int:
+    """How many clients are blocked in one of ``commands`` (for example held by a pause)."""
     client = redis.Redis.from_url(url)
     try:
-        return sum(1 for c in client.client_list() if "b" in c["flags"] and c["cmd"] == command)
+        return sum(1 for c in client.client_list() if "b" in c["flags"] and c["cmd"] in commands)
     finally:
         client.close()
 
