@@ -12,6 +12,7 @@ The underscore packages (``_node``, ``_protocol``, ``_redis``) are internal.
 Importing this package needs no configured Django settings and starts nothing.
 """
 
+from ._version import __version__
 from .acl import acl_rules, acl_setuser
 from .consumers import NoPerMessageDatabaseCleanupMixin, RemoteControlMixin
 from .emitter import AsyncEmitter, EmitResult, Emitter, all_group, user_group
@@ -40,8 +41,6 @@ from .registry import (
     SyncRegistry,
     get_registry,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AsyncEmitter",

