@@ -119,7 +119,7 @@ def _smoke(wheel: Path, version: str) -> list[str]:
                "DJANGO_SETTINGS_MODULE": "smoke_settings", "PYTHONPATH": str(project)}  # fmt: skip
         steps = [
             [sys.executable, "-m", "venv", str(venv)],
-            [str(python), "-m", "pip", "install", "--quiet", str(wheel)],
+            [str(python), "-m", "pip", "install", "--quiet", str(wheel.resolve())],
             [str(python), "-c", "import broadcast_layer; print(broadcast_layer.__version__)"],
             [str(python), "-m", "django", "--version"],
             [str(venv / "bin" / "django-admin"), "check", "--deploy"],
@@ -132,7 +132,8 @@ def _smoke(wheel: Path, version: str) -> list[str]:
             shown = " ".join(Path(step[0]).name if i == 0 else a for i, a in enumerate(step))
             shown = shown.strip().splitlines()[0]
             if result.returncode != 0:
-                last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+                lines = result.stderr.strip().splitlines() or ["no output"]
+                last = next((x for x in reversed(lines) if "error" in x.lower()), lines[-1])
                 return [f"clean venv: `{shown[:80]}` failed: {last}"]
             if "broadcast_layer.__version__" in shown and result.stdout.strip() != version:
                 return [f"installed version is {result.stdout.strip()}, expected {version}"]
