@@ -39,7 +39,7 @@ CHANNEL_LAYERS = {"default": {"BACKEND": "broadcast_layer.layer.BroadcastChannel
 
 ROUND_TRIP = """import asyncio  # a round trip through the installed layer
 import asyncio, sys
-from broadcast_layer.embedded import EmbeddedRedis
+from broadcast_layer.contrib.embedded import EmbeddedRedis
 from broadcast_layer.layer import BroadcastChannelLayer
 
 async def main(url):
