@@ -133,7 +133,9 @@ class RedisCluster:
         conf.write_text(
             f"port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {self.directory}\n"
             f'save ""\nappendonly no\ndbfilename dump-{port}.rdb\n'
-            f"cluster-enabled yes\ncluster-config-file nodes-{port}.conf\n"
+            # An explicit bus port: the default (port + 10000) may be taken, or above 65535.
+            f"cluster-enabled yes\ncluster-port {_free_port()}\n"
+            f"cluster-config-file nodes-{port}.conf\n"
             f"cluster-node-timeout {NODE_TIMEOUT_MS}\n"
             "repl-diskless-sync yes\nrepl-diskless-sync-delay 0\n"
         )
