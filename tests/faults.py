@@ -4,8 +4,8 @@ Each helper does what an outage, a crash or an operator would do to a real
 deployment: kill Redis clients, kill a process with SIGKILL, restart a
 redis-server without persistence, wipe its data, hold commands unexecuted
 (``CLIENT PAUSE``) so a connection can die between sending and running, force a
-Sentinel failover. Fault tests count what was lost, duplicated or reordered with
-:func:`tally`.
+Sentinel failover, reshard a Redis Cluster slot or fail a cluster master over. Fault
+tests count what was lost, duplicated or reordered with :func:`tally`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import redis
 
 from broadcast_layer.contrib.embedded import EmbeddedRedis
+
+from .cluster import Node, RedisCluster, slot_of
 
 
 def kill_clients(url: str, kind: str | None = None) -> int:
@@ -119,6 +121,20 @@ def sentinel_failover(sentinel_port: int, master_name: str) -> None:
         client.sentinel_failover(master_name)
     finally:
         client.close()
+
+
+def reshard(cluster: RedisCluster, channel: str | bytes, to_master: Node | None = None) -> Node:
+    """Move the slot of ``channel`` to another master (any other one by default), as
+    ``redis-cli --cluster reshard`` would; return the new owner once every node agrees."""
+    source = cluster.owner_of(channel)
+    target = to_master or next(m for m in cluster.masters() if m is not source)
+    cluster.move_slot(slot_of(channel), target)
+    return target
+
+
+def cluster_failover(cluster: RedisCluster, master: Node) -> Node:
+    """``CLUSTER FAILOVER`` on a replica of ``master``: return it once it is the master."""
+    return cluster.failover(master)
 
 
 def sigkill(process: subprocess.Popen[bytes] | subprocess.Popen[str] | int) -> None:
