@@ -30,6 +30,8 @@ from broadcast_layer.embedded import _free_port, find_redis_server
 #: test's failover settles in seconds.
 NODE_TIMEOUT_MS = 1000
 MASTERS = 3
+#: Redis gives up a manual failover the replica could not complete within 5 s.
+MANUAL_FAILOVER_S = 6.0
 SLOTS = 16384
 
 
@@ -218,7 +220,7 @@ class RedisCluster:
         others = [m for m in self.masters() if m not in (to_master, source)]
         for node in [to_master, source, *others]:
             node.call("CLUSTER", "SETSLOT", slot, "NODE", to_master.node_id)
-        self.wait_settled(lambda: self._agree(slot, to_master.node_id))
+        self.wait_settled(lambda: self._agree(slot, to_master.node_id) and self._same_epoch())
 
     def failover(self, master: Node) -> Node:
         """``CLUSTER FAILOVER`` on a replica of ``master``; return it once every node agrees
@@ -226,10 +228,28 @@ class RedisCluster:
         replica = self.replica_of(master)
         owners = self.nodes[0].slot_owners()
         slot = next(s for s, owner in owners.items() if owner == master.node_id)
-        replica.call("CLUSTER", "FAILOVER")
-        self.wait_settled(lambda: self._agree(slot, replica.node_id))
-        _wait(lambda: master.info("replication").get("master_port") == replica.port,
-              "the old master to follow the new one")  # fmt: skip
+        # A manual failover waits for the replica to catch up with its master, and gives up
+        # silently after 5 s (a replica demoted by an earlier failover may still be syncing):
+        # start it on a replica whose link is up, and ask again if it was given up.
+        # Every node must also know the latest epoch (a reshard bumps it without
+        # consensus): an election at a stale epoch loses to the master's own and the
+        # replica turns back into a replica 60 ms after winning.
+        _wait(lambda: _linked(replica), "the replica's link to its master")
+        _wait(self._same_epoch, "every node to know the current epoch")
+        for _ in range(3):
+            replica.call("CLUSTER", "FAILOVER")
+            with contextlib.suppress(TimeoutError):
+                _wait(lambda: self._agree(slot, replica.node_id), "the replica to be promoted",
+                      seconds=MANUAL_FAILOVER_S)  # fmt: skip
+                break
+        try:
+            self.wait_settled(lambda: self._agree(slot, replica.node_id))
+        except TimeoutError as exc:
+            exc.add_note(f"replica log:\n{replica.log.read_text()[-2500:]}")
+            exc.add_note(f"master log:\n{master.log.read_text()[-1500:]}")
+            raise
+        # Settled for the next fault too: the old master follows the new one, in sync.
+        _wait(lambda: _linked(master, to=replica), "the old master to follow the new one")
         return replica
 
     def wait_settled(self, condition: Callable[[], bool] | None = None) -> None:
@@ -242,6 +262,14 @@ class RedisCluster:
             return condition is None or condition()
 
         _wait(settled, "the cluster to settle")
+
+    def _same_epoch(self) -> bool:
+        epochs = {
+            _text(node.call("CLUSTER", "INFO")).split("cluster_current_epoch:")[1].split()[0]
+            for node in self.nodes
+            if node.alive
+        }
+        return len(epochs) == 1
 
     def _agree(self, slot: int, owner_id: str) -> bool:
         return all(node.slot_owners().get(slot) == owner_id for node in self.nodes if node.alive)
@@ -271,6 +299,14 @@ def channels_on_every_master(cluster: RedisCluster, prefix: str, per_master: int
 
 def _text(reply: object) -> str:
     return reply.decode() if isinstance(reply, bytes) else str(reply)
+
+
+def _linked(node: Node, to: Node | None = None) -> bool:
+    """Whether ``node`` is a replica (of ``to``) with its replication link up."""
+    info = node.info("replication")
+    if to is not None and info.get("master_port") != to.port:
+        return False
+    return info.get("role") == "slave" and info.get("master_link_status") == "up"
 
 
 def _answers(node: Node) -> bool:

@@ -119,8 +119,11 @@ class Stream:
     failed: int = 0  # SPUBLISH calls that raised (the cluster was between owners)
 
     async def run(self) -> None:
+        task = asyncio.current_task()
         n = 0
-        while True:
+        # Not `while True`: redis-py's cluster client can swallow a cancellation (or turn
+        # it into an error), so the stream checks whether it was asked to stop.
+        while task is None or not task.cancelling():
             n += 1
             at = time.monotonic()
             try:
@@ -133,6 +136,14 @@ class Stream:
 
 
 async def stream_through(
+    redis_cluster: RedisCluster, channel: str, fault: Callable[[], object], label: str
+) -> None:
+    """Run a stream through ``fault``, with a bound: a hang fails here, with its place."""
+    async with asyncio.timeout(60):
+        await _stream_through(redis_cluster, channel, fault, label)
+
+
+async def _stream_through(
     redis_cluster: RedisCluster, channel: str, fault: Callable[[], object], label: str
 ) -> None:
     """Run a stream to a subscribed channel through ``fault``; tally it and bound the gap."""
