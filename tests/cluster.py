@@ -24,7 +24,7 @@ from pathlib import Path
 import redis
 from redis.crc import key_slot
 
-from broadcast_layer.embedded import _free_port, find_redis_server
+from broadcast_layer.contrib.embedded import _free_port, find_redis_server
 
 #: How long a node may be unreachable before the others mark it failed: short, so a
 #: test's failover settles in seconds.

@@ -26,7 +26,8 @@ from redis.crc import key_slot
 from redis.exceptions import MovedError, RedisClusterException, ResponseError
 
 from ..exceptions import RedisUnavailable
-from .retry import CONNECTION_ERRORS, DEFAULT_BACKOFF, Backoff, Retrying, raise_if_cancelled
+from .errors import CONNECTION_ERRORS
+from .retry import DEFAULT_BACKOFF, Backoff, Retrying, raise_if_cancelled
 
 logger = logging.getLogger(__name__)
 
