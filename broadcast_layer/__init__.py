@@ -30,7 +30,7 @@ from .exceptions import (
     PoolExhausted,
     RedisUnavailable,
 )
-from .layer import BroadcastChannelLayer, NodeStats, get_layer
+from .layer import BroadcastChannelLayer, Health, NodeStats, get_layer
 from .registry import (
     ChannelInfo,
     Member,
@@ -52,6 +52,7 @@ __all__ = [
     "EmbeddedRedisError",
     "EmitResult",
     "Emitter",
+    "Health",
     "InvalidMessage",
     "InvalidMessageType",
     "InvalidName",

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.conf import settings
 
+from . import _metrics
 from ._protocol import records
 from ._protocol.keys import Keys, shard_index
 from ._redis.errors import redis_errors
@@ -79,8 +80,9 @@ class Emitter:
     def group(self, group: str, message: dict[str, Any]) -> EmitResult:
         """Publish to one group (one PUBLISH) and count its members in the registry."""
         self.layer.require_valid_group_name(group)
-        data = self.layer.encode(message)
+        data = self.layer.encode_group(message)
         nodes = self._host(group).publish(self._keys.group_channel(group), data)
+        _metrics.recorder.published("group")
         members = self.layer.sync_registry.room_size(group)
         return EmitResult(group, nodes, members)
 
@@ -106,6 +108,7 @@ class Emitter:
         name, call = records.channel_send(self._keys, channel, self.layer.encode(message),
                                           config.capacity_for(channel), config.expiry)  # fmt: skip
         reached = self._host(name).run(call)
+        _metrics.recorder.published("channel")
         return EmitResult(channel, reached, 1 if reached else 0)
 
     def close(self) -> None:
@@ -146,4 +149,5 @@ class AsyncEmitter:
         data = self.layer.encode(message)
         async with redis_errors:
             reached = await self.layer.nodes.current().channels.send(channel, data)
+        _metrics.recorder.published("channel")
         return EmitResult(channel, reached, 1 if reached else 0)

@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from channels.layers import BaseChannelLayer
 from channels_redis.serializers import SerializerDoesNotExist
 from channels_redis.serializers import registry as serializers
 
+from . import _metrics
 from ._aliases import configured, not_ours
+from ._node.health import Health
 from ._node.loops import LoopNodes
 from ._node.node import Node, NodeStats
 from ._protocol.validation import (
@@ -34,7 +37,7 @@ from .exceptions import (
 )
 from .registry import Registry, SyncRegistry
 
-__all__ = ["BroadcastChannelLayer", "NodeStats", "get_layer"]
+__all__ = ["BroadcastChannelLayer", "Health", "NodeStats", "get_layer"]
 
 
 class BroadcastChannelLayer(BaseChannelLayer):
@@ -127,6 +130,7 @@ class BroadcastChannelLayer(BaseChannelLayer):
         data = self.encode(message)
         async with redis_errors:
             await self.nodes.current().channels.send(channel, data)
+        _metrics.recorder.published("channel")
 
     async def receive(self, channel: str) -> dict[str, Any]:
         """Wait for and return the next message on a channel.
@@ -170,9 +174,16 @@ class BroadcastChannelLayer(BaseChannelLayer):
         Returns the number of nodes that received the publish.
         """
         self.require_valid_group_name(group)
-        data = self.encode(message)
+        data = self.encode_group(message)
         async with redis_errors:
-            return await self.nodes.current().groups.send(group, data)
+            nodes = await self.nodes.current().groups.send(group, data)
+        _metrics.recorder.published("group")
+        return nodes
+
+    def encode_group(self, message: dict[str, Any]) -> bytes:
+        """Serialize a group message: :meth:`encode`, stamped with the send time when
+        metrics are on (the receivers' lag histogram; docs/protocol.md)."""
+        return self.encode(_metrics.recorder.stamp(message))
 
     def encode(self, message: dict[str, Any]) -> bytes:
         """Serialize a message as every node expects it (same for the emitter).
@@ -234,6 +245,29 @@ class BroadcastChannelLayer(BaseChannelLayer):
         """Check every configured Redis host answers; raise ``RedisUnavailable`` if not."""
         async with redis_errors:
             await self.nodes.current().ping()
+
+    async def health(self, timeout: float = 2.0) -> Health:
+        """Probe the current loop's node: PUBLISH on its own channel, read it back.
+
+        The probe goes through the node's own pub/sub connection, so ``ok`` proves that
+        Redis takes publishes and that the node's read loop delivers them. Never raises
+        and never hangs: with Redis down it returns ``ok=False`` within ``timeout``
+        seconds (plus a moment), with the reason in ``error``. Raises ``ValueError`` for a
+        ``timeout`` that is not a positive number.
+        """
+        if not (isinstance(timeout, (int, float)) and 0 < timeout < float("inf")):
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        return await self.nodes.current().health(float(timeout))
+
+    def health_sync(self, timeout: float = 2.0) -> Health:
+        """:meth:`health` from synchronous code (through ``async_to_sync``).
+
+        Without a running server loop in the process (WSGI, a command), the probe runs on
+        a fresh node with fresh connections: it proves that Redis round-trips pub/sub,
+        not that a server's read loop does. Call it from sync code only.
+        """
+        health: Health = async_to_sync(self.health)(timeout)
+        return health
 
     async def flush(self) -> None:
         """Delete this layer's keys in Redis and reset this loop's node (for tests)."""

@@ -12,6 +12,7 @@ import time
 import uuid
 from typing import Any, cast
 
+from .. import _metrics
 from .._protocol import records
 from .._protocol.keys import node_of
 from .._redis import retry
@@ -60,11 +61,13 @@ class Channels:
         await core.listen()
         name = f"{prefix}.{core.id}!{uuid.uuid4().hex[:12]}"
         self.mailboxes[name] = Mailbox(core.config.capacity_for(name))
+        _metrics.recorder.channels(1)
         self._registry.records.open(name)
         try:
             await self._registry.wait(self._registry.submit(core.calls.open(name, core.id)))
         except BaseException:
             del self.mailboxes[name]  # no channel half made
+            _metrics.recorder.channels(-1)
             self._registry.records.forget(name)
             raise
         return name
@@ -86,6 +89,7 @@ class Channels:
             return 0
         if not mailbox.put((time.monotonic() + core.config.expiry, core.decode(data), False, None)):
             raise ChannelFull(channel)
+        _metrics.recorder.delivered("direct", 1)
         return 1
 
     async def receive(self, channel: str) -> dict[str, Any]:
@@ -105,6 +109,7 @@ class Channels:
                     self._inflight.release(channel)
                 if deadline > time.monotonic():
                     return message if copy_of is None else copy_of()
+                _metrics.recorder.dropped("expired")
         finally:
             mailbox.receivers -= 1
             if not mailbox.receivers:
@@ -119,6 +124,7 @@ class Channels:
             raise ValueError(f"{channel!r} belongs to another node; only its owner can receive")
         self._core.start_background()  # so the sweep frees this mailbox too once it is idle
         mailbox = self.mailboxes[channel] = Mailbox(self._core.config.capacity_for(channel))
+        _metrics.recorder.channels(1)
         return mailbox
 
     async def _receive_queue(self, channel: str) -> dict[str, Any]:
@@ -168,6 +174,7 @@ class Channels:
     def drop(self, channel: str) -> None:
         """Count a message dropped because the channel is full, and warn (rate-limited)."""
         self.dropped += 1
+        _metrics.recorder.dropped("mailbox_full")
         self.full_log.record(channel)
 
     def sweep(self, now: float) -> None:
@@ -195,6 +202,7 @@ class Channels:
         """
         core = self._core
         mailbox = self.mailboxes.pop(channel)
+        _metrics.recorder.channels(-1)
         for _, _, counted, _ in mailbox.drain():
             if counted:
                 self._inflight.release(channel)

@@ -9,31 +9,43 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
+from .._metrics import STAMP
 from .._protocol.keys import Keys, shard_index
 from .._protocol.records import RecordCalls
 from .._redis.host import Host
 from .._redis.subscriber import MessageHandler
 from ..conf import LayerConfig
 
+T = TypeVar("T")
+
 
 class NodeCore:
     """One node's identity and shared resources (no Redis traffic of its own but :meth:`listen`)."""
 
-    def __init__(self, config: LayerConfig, serializer: Any, on_message: MessageHandler) -> None:
+    def __init__(
+        self,
+        config: LayerConfig,
+        serializer: Any,
+        on_message: MessageHandler,
+        on_connection: Callable[[Host, bool], None] | None = None,
+    ) -> None:
         self.config = config
         self.id = uuid.uuid4().hex[:16]
         self.keys = Keys(config.prefix)
         self.calls = RecordCalls(self.keys, config.node_ttl)
         self.node_channel = self.keys.node_channel(self.id)
         self._serializer = serializer
+        self._on_connection = on_connection
         self.hosts = [Host(spec, on_message, config.reconnect_backoff,
-                           config.failover_timeout, config.pool_limits)
-                      for spec in config.hosts]  # fmt: skip
+                           config.failover_timeout, config.pool_limits,
+                           functools.partial(self._connection_changed, index))
+                      for index, spec in enumerate(config.hosts)]  # fmt: skip
         self.registry_host = self.hosts[0]  # the registry lives on the first host
         self.started = time.time()
         #: This node may have records in the registry (it listened, joined or re-asserted).
@@ -49,19 +61,31 @@ class NodeCore:
         return self.hosts[shard_index(name, len(self.hosts))]
 
     def decode(self, data: bytes) -> dict[str, Any]:
-        """Deserialize a message as the layer's serializer wrote it."""
+        """Deserialize a message as the layer's serializer wrote it (without its send time)."""
         message: dict[str, Any] = self._serializer.deserialize(data)
+        message.pop(STAMP, None)  # a group message forwarded to a queue keeps its stamp
         return message
+
+    def decode_stamped(self, data: bytes) -> tuple[dict[str, Any], float | None]:
+        """Deserialize a group message; also return its send time (None: not stamped)."""
+        message: dict[str, Any] = self._serializer.deserialize(data)
+        sent = message.pop(STAMP, None)
+        return message, sent if isinstance(sent, float) else None
+
+    def _connection_changed(self, index: int, lost: bool) -> None:
+        if self._on_connection is not None:
+            self._on_connection(self.hosts[index], lost)
 
     def reconnects(self) -> int:
         """Pub/sub reconnects of all hosts so far."""
         return sum(host.subscriber.reconnects for host in self.hosts)
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Run ``coro`` as a task this node owns (cancelled and awaited on close)."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def add_background(self, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """A loop started by :meth:`start_background` (the release loop, the upkeep)."""

@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .._protocol.control import CONTROL_MARK
+from .. import _metrics
+from .._protocol.control import CONTROL_MARK, PROBE_MARK
 from .._redis.errors import CONNECTION_ERRORS
 from ..exceptions import ChannelFull
 from .channels import Channels
@@ -22,6 +23,7 @@ from .control import Control
 from .core import NodeCore
 from .drops import DropLog
 from .groups import Groups
+from .health import Probe
 from .inflight import InflightRelease
 from .mailbox import Letter
 
@@ -48,6 +50,7 @@ class Delivery:
         control: Control,
         inflight: InflightRelease,
         rejected: DropLog,
+        probe: Probe,
     ) -> None:
         self._core = core
         self._channels = channels
@@ -56,6 +59,8 @@ class Delivery:
         self._control = control
         self._inflight = inflight
         self._rejected = rejected
+        self._probe = probe
+        self._metrics = _metrics.recorder  # bound once: a no-op when metrics are off
         self._node_channel = core.node_channel.encode()
         self._group_prefix = core.keys.group_channel("").encode()
 
@@ -72,6 +77,9 @@ class Delivery:
             if op is not None:
                 self._control.on_control(op)
             return
+        if payload.startswith(PROBE_MARK):
+            self._probe.answer(payload)
+            return
         channel_bytes, _, data = payload.partition(b"\n")
         channel = channel_bytes.decode()
         mailbox = self._channels.mailboxes.get(channel)
@@ -86,28 +94,36 @@ class Delivery:
             if mailbox is not None and letter is not None:
                 self._channels.drop(channel)  # full with local or group messages
             self._inflight.release(channel)
+        else:
+            self._metrics.delivered("direct", 1)
 
     def _on_group(self, group: str, data: bytes) -> None:
         members = self._subscriptions.members(group)
         if not members:
             return
         try:
-            message = self._core.decode(data)
+            message, sent = self._core.decode_stamped(data)
         except Exception as exc:
             self._rejected.drop("an undecodable message", f"for group {group}: {exc!r}")
             return
+        if sent is not None:
+            self._metrics.lag(sent)
         now = time.monotonic()
         letter: Letter = (now + self._core.config.expiry, message, False, _copier(message))
         mailboxes = self._channels.mailboxes
         stale = []
+        delivered = 0
         for channel, until in members.items():
             if until <= now:
                 stale.append(channel)
             elif (mailbox := mailboxes.get(channel)) is not None:
-                if not mailbox.put(letter):
+                if mailbox.put(letter):
+                    delivered += 1
+                else:
                     self._channels.drop(channel)
             else:  # a normal channel, or a local one not receiving yet
                 self._core.spawn(self._forward(channel, data))
+        self._metrics.delivered("group", delivered)
         if stale:
             emptied = self._groups.leave_stale(group, stale)
             self._core.spawn(self._groups.unsubscribe(emptied))

@@ -14,6 +14,8 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+from .. import _metrics
+
 #: Seconds between two warnings about the same channel.
 INTERVAL = 10.0
 
@@ -86,6 +88,7 @@ class DropLog:
     def drop(self, kind: str, reason: str) -> None:
         """Record one dropped message of ``kind`` (e.g. "a control message") and why."""
         self.count += 1
+        _metrics.recorder.dropped("rejected")
         now = time.monotonic()
         last = self._last.get(kind)
         if last is not None and now - last < self._interval:

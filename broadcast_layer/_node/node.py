@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from .. import _metrics, signals
 from .._redis import retry
 from .._redis.host import Host
 from ..conf import LayerConfig
@@ -24,6 +25,7 @@ from .core import NodeCore
 from .delivery import Delivery
 from .drops import DropLog
 from .groups import Groups
+from .health import Health, Probe
 from .inflight import InflightRelease
 from .registry_writer import RegistryWriter
 from .subscriptions import Subscriptions
@@ -50,9 +52,10 @@ class Node:
     """The layer's state and Redis traffic for one event loop: its parts, wired together."""
 
     def __init__(self, config: LayerConfig, serializer: Any) -> None:
-        self.core = core = NodeCore(config, serializer, self._on_message)
+        self.core = core = NodeCore(config, serializer, self._on_message, self._on_connection)
         self.id = core.id
         self.subscriptions = Subscriptions()
+        self.probe = Probe(core)
         self._rejected = DropLog(logger)
         self.inflight = InflightRelease(core)
         self.registry = RegistryWriter(core, self.subscriptions, self._channel_count)
@@ -61,13 +64,23 @@ class Node:
         self.channels = Channels(core, self.registry, self.groups, self.control, self.inflight)
         self.mailboxes = self.channels.mailboxes
         self.delivery = Delivery(core, self.channels, self.groups, self.control,
-                                 self.inflight, self._rejected)  # fmt: skip
+                                 self.inflight, self._rejected, self.probe)  # fmt: skip
         self.upkeep = Upkeep(core, self.channels, self.groups, self.registry)
         core.add_background(self.inflight.run)
         core.add_background(self.upkeep.run)
 
     def _on_message(self, pubsub_channel: bytes, data: bytes) -> None:
         self.delivery.on_message(pubsub_channel, data)
+
+    def _on_connection(self, host: Host, lost: bool) -> None:
+        core = self.core
+        groups = frozenset(g for g in self.subscriptions.wanted() if core.host_for(g) is host)
+        signals.send_connection_event(lost, node_id=self.id, prefix=core.config.prefix,
+                                      host=core.hosts.index(host), groups=groups)  # fmt: skip
+
+    async def health(self, timeout: float) -> Health:
+        """Probe this node's pub/sub round trip; never raises, answers within ``timeout``."""
+        return await self.probe.check(timeout)
 
     def _channel_count(self) -> int:
         return len(self.channels.mailboxes)
@@ -128,6 +141,7 @@ class Node:
         if self.core.closed:
             return
         self.core.closed = True
+        _metrics.recorder.channels(-len(self.channels.mailboxes))
         self.inflight.wake()
         await self.core.close_tasks()
         await self.registry.remove_node()  # a clean shutdown removes its records at once

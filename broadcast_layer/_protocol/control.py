@@ -22,10 +22,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["CONTROL_MARK", "ControlCodec", "Reject"]
+__all__ = ["CONTROL_MARK", "PROBE_MARK", "ControlCodec", "Reject"]
 
 #: Node-channel payloads starting with this byte are control messages.
 CONTROL_MARK = b"!"
+#: A health probe: ``?`` and a random token, which a node publishes on its own channel
+#: and reads back on its pub/sub connection (no channel name starts with ``?``).
+PROBE_MARK = b"?"
 _LABEL = b"broadcast_layer control message v1"
 _CLOCK_SKEW = 60  # Fernet accepts tokens stamped up to 60 s in its future
 _MAX_SEEN = 100_000  # tokens remembered against replay (about 3 MB)

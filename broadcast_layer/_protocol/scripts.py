@@ -580,3 +580,18 @@ IDEMPOTENT = frozenset(
      CHANNEL, NODES, ROOMS, HGETALL, REASSERT_BEGIN, REASSERT_CHANNELS, REASSERT_SWAP,
      REASSERT_GROUPS}
 )  # fmt: skip
+
+
+def script_name(source: str) -> str:
+    """The name of the constant holding a script of this module ("other" for none)."""
+    if not _NAMES:  # built on first use, so it covers every script the module defines
+        scripts = globals().items()
+        _NAMES.update(
+            (value, name)
+            for name, value in scripts
+            if name.isupper() and not name.startswith("_") and isinstance(value, str)
+        )
+    return _NAMES.get(source, "other")
+
+
+_NAMES: dict[str, str] = {}

@@ -10,12 +10,14 @@ same script calls and PUBLISH with redis-py's blocking client.
 from __future__ import annotations
 
 import functools
+import time
 from typing import Any, TypeVar
 
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-from .._protocol.scripts import Call
+from .. import _metrics
+from .._protocol.scripts import Call, script_name
 from . import retry
 from .clients import (
     DEFAULT_LIMITS,
@@ -29,7 +31,7 @@ from .errors import sync_redis_errors
 from .pools import PoolLimits
 from .retry import Backoff
 from .sentinel import MasterWatch, SwitchListener, is_sentinel
-from .subscriber import MessageHandler, Subscriber
+from .subscriber import ConnectionHandler, MessageHandler, Subscriber
 from .writer import OrderedWriter, Publisher
 
 T = TypeVar("T")
@@ -50,6 +52,7 @@ class Host:
         backoff: Backoff,
         failover_timeout: float = 10.0,
         limits: PoolLimits = DEFAULT_LIMITS,
+        on_connection: ConnectionHandler | None = None,
     ) -> None:
         #: For a Sentinel host: where the master is; both pools follow it.
         self.watch = (
@@ -58,7 +61,9 @@ class Host:
             else None
         )
         self.client = make_client(spec, self.watch, limits)
-        self.subscriber = Subscriber(spec, on_message, backoff, make_pool(spec, self.watch))
+        self.subscriber = Subscriber(
+            spec, on_message, backoff, make_pool(spec, self.watch), on_connection
+        )
         self.writer = OrderedWriter(self.run_all)
         self.publisher = Publisher(self.client)
         self.on_master_switch(self._follow_master)
@@ -92,7 +97,11 @@ class Host:
         run = functools.partial(
             self._script(call.script), keys=list(call.keys), args=list(call.args)
         )
+        recorder = _metrics.recorder
+        started = time.perf_counter() if recorder.enabled else 0.0
         reply = await retry.call(run, idempotent=call.idempotent, what="EVALSHA")
+        if recorder.enabled:
+            recorder.registry_call(script_name(call.script), started)
         return call.parse(reply)
 
     async def _load(self, source: str) -> None:
@@ -106,8 +115,12 @@ class Host:
         pipeline is retried after a connection error only when every call in it is
         idempotent, or when it was not sent at all.
         """
+        recorder = _metrics.recorder
+        started = time.perf_counter() if recorder.enabled else 0.0
         await self._load_scripts(calls)  # once per script, so a batch rarely half-fails
         replies = await self._pipeline(calls)
+        if recorder.enabled:
+            recorder.registry_call("pipeline", started)
         for _ in range(3):  # bounded: Redis could keep flushing its scripts
             first = next((i for i, r in enumerate(replies) if isinstance(r, NoScriptError)), None)
             if first is None:
@@ -177,8 +190,12 @@ class SyncHost:
         if script is None:
             script = self._scripts[call.script] = self.client.register_script(call.script)
         run = functools.partial(script, keys=list(call.keys), args=list(call.args))
+        recorder = _metrics.recorder
+        started = time.perf_counter() if recorder.enabled else 0.0
         with sync_redis_errors():
             reply = retry.call_sync(run, idempotent=call.idempotent, what="EVALSHA")
+        if recorder.enabled:
+            recorder.registry_call(script_name(call.script), started)
         return call.parse(reply)
 
     def publish(self, channel: str, data: bytes) -> int:

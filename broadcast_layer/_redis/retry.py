@@ -22,6 +22,7 @@ from typing import TypeVar
 
 from redis.exceptions import AuthenticationError, AuthorizationError, BusyLoadingError
 
+from .. import _metrics
 from .errors import CONNECTION_ERRORS, NotSent, pool_exhausted
 
 T = TypeVar("T")
@@ -143,6 +144,7 @@ def _before_retry(
         _give_up(exc, attempt, what)
         raise exc
     delay = backoff.delay(attempt)
+    _metrics.recorder.retried(what)
     logger.info("%s failed (%s); retry %d of %d in %.3fs",
                 what, exc, attempt + 1, attempts - 1, delay)  # fmt: skip
     return delay

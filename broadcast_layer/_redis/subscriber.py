@@ -18,6 +18,7 @@ from typing import Any
 
 from channels_redis.utils import create_pool
 
+from .. import _metrics
 from ..exceptions import RedisUnavailable
 from .clients import close_pool
 from .errors import CONNECTION_ERRORS
@@ -27,6 +28,9 @@ logger = logging.getLogger(__name__)
 
 #: Called with (pub/sub channel, data) for each message, on the reader task.
 MessageHandler = Callable[[bytes, bytes], None]
+#: Called on the reader task with True when a connection that was up is lost, and with
+#: False once a new connection has Redis's acknowledgement of every wanted channel.
+ConnectionHandler = Callable[[bool], None]
 
 
 class State(enum.Enum):
@@ -53,11 +57,15 @@ class Subscriber:
         on_message: MessageHandler,
         backoff: Backoff = DEFAULT_BACKOFF,
         pool: Any = None,
+        on_connection: ConnectionHandler | None = None,
     ) -> None:
         self._pool = create_pool(host) if pool is None else pool
         self._on_message = on_message
+        self._on_connection = on_connection
         self._backoff = backoff
         self.state = State.IDLE
+        self._lost = False  # a connection that was up is gone and not yet restored
+        self._restored_at = 0  # answers that complete the resubscribe after a loss
         self.reconnects = 0
         self._wanted: set[str] = set()
         self._conn: Any = None
@@ -71,7 +79,7 @@ class Subscriber:
     def start(self) -> None:
         """Start the reader task (idempotent)."""
         if self._task is None and self.state is not State.CLOSED:
-            self.state = State.CONNECTING
+            self._set_state(State.CONNECTING)
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name="broadcast_layer.subscriber"
             )
@@ -80,6 +88,8 @@ class Subscriber:
         """Add channels to the wanted set and SUBSCRIBE to the new ones (does not wait)."""
         new = [c for c in channels if c not in self._wanted]
         self._wanted.update(new)
+        if new:
+            _metrics.recorder.subscriptions(len(new))
         self.start()
         await self._ask("SUBSCRIBE", new)
 
@@ -87,6 +97,8 @@ class Subscriber:
         """Remove channels from the wanted set and UNSUBSCRIBE from them."""
         gone = [c for c in channels if c in self._wanted]
         self._wanted.difference_update(gone)
+        if gone:
+            _metrics.recorder.subscriptions(-len(gone))
         await self._ask("UNSUBSCRIBE", gone)
 
     def acknowledged(self, channel: str) -> bool:
@@ -151,8 +163,10 @@ class Subscriber:
                 await self._read_forever()
             except Exception as exc:  # any failure: reconnect rather than lose every group
                 raise_if_cancelled()
-                self.state = State.CONNECTING
+                self._connection_lost()
+                self._set_state(State.CONNECTING)
                 self.reconnects += 1
+                _metrics.recorder.reconnected()
                 delay = retrying.next_delay()
                 log = logger.warning if isinstance(exc, CONNECTION_ERRORS) else logger.exception
                 log("Redis pub/sub connection lost (%s); retrying in %.2fs", exc, delay)
@@ -175,8 +189,10 @@ class Subscriber:
         except asyncio.CancelledError:
             raise_if_cancelled()  # the caller's own cancellation must not be lost here
         await self._disconnect()
+        self._connection_lost()
         self.reconnects += 1
-        self.state = State.IDLE
+        _metrics.recorder.reconnected()
+        self._set_state(State.IDLE)
         self.start()
 
     async def _connect(self) -> None:
@@ -197,7 +213,10 @@ class Subscriber:
                 # close() ran meanwhile and redis-py swallowed its cancellation: reading
                 # now would block close() for ever.
                 raise asyncio.CancelledError
-            self.state = State.CONNECTED
+            self._set_state(State.CONNECTED)
+            if self._lost:
+                self._restored_at = self._asked
+                self._check_restored()
             self._release_answered()
 
     async def _read_forever(self) -> None:
@@ -214,6 +233,31 @@ class Subscriber:
             elif kind in (b"subscribe", b"unsubscribe"):
                 self._answered += 1
                 self._release(reply[1].decode())
+                if self._lost:
+                    self._check_restored()
+
+    def _set_state(self, state: State) -> None:
+        old, self.state = self.state, state
+        if old is not state:
+            _metrics.recorder.pubsub_state(old.value, state.value)
+
+    def _connection_lost(self) -> None:
+        """Report a loss once per outage: only a connection that was up can be lost."""
+        if self.state is State.CONNECTED and not self._lost:
+            self._lost = True
+            self._notify(True)
+
+    def _check_restored(self) -> None:
+        if self._answered >= self._restored_at:
+            self._lost = False
+            self._notify(False)
+
+    def _notify(self, lost: bool) -> None:
+        if self._on_connection is not None:
+            try:
+                self._on_connection(lost)
+            except Exception:  # a listener's failure must not stop the reader
+                logger.exception("A pub/sub connection listener failed")
 
     def _release(self, channel: str) -> None:
         if self._last_ask.get(channel, 0) <= self._answered:
@@ -236,7 +280,7 @@ class Subscriber:
         if self._wanted or self._task is None or self.state is State.CLOSED:
             return
         task, self._task = self._task, None
-        self.state = State.IDLE  # _ask() leaves the connection alone; want() restarts
+        self._set_state(State.IDLE)  # _ask() leaves the connection alone; want() restarts
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -245,7 +289,9 @@ class Subscriber:
 
     async def close(self) -> None:
         """Stop the reader, close the connection and the pool (idempotent)."""
-        self.state = State.CLOSED
+        if self.state is not State.CLOSED and self._wanted:
+            _metrics.recorder.subscriptions(-len(self._wanted))
+        self._set_state(State.CLOSED)
         task, self._task = self._task, None
         if task is not None:
             task.cancel()

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from redis import asyncio as aioredis
 
+from .. import _metrics
 from .._protocol.scripts import Call
 from . import retry
 from .retry import raise_if_cancelled
@@ -88,7 +89,10 @@ class OrderedWriter:
             except Exception as exc:  # the writer must outlive any one failed batch
                 raise_if_cancelled()
                 results = [exc] * len(batch)
-            self.failed_writes += sum(isinstance(result, Exception) for result in results)
+            failed = sum(isinstance(result, Exception) for result in results)
+            if failed:
+                self.failed_writes += failed
+                _metrics.recorder.registry_write_failed(failed)
             settle([future for _, future in batch], results)
 
     async def close(self) -> None:
