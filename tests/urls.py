@@ -1,6 +1,12 @@
-"""URLs for the test suite: the admin, whose Rooms and Nodes pages tests/test_admin.py visits."""
+"""URLs for the test suite: the admin (tests/test_admin.py) and the health view (test_health.py)."""
 
 from django.contrib import admin
 from django.urls import path
 
-urlpatterns = [path("admin/", admin.site.urls)]
+from broadcast_layer import views
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("healthz", views.health),
+    path("healthz/down", views.health, {"alias": "down", "timeout": 1.0}),
+]
