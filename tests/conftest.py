@@ -187,8 +187,10 @@ async def nothing_arrives(layer: BroadcastChannelLayer, channel: str, seconds: f
 class NodeProcess:
     """A layer in a separate OS process (``tests/node_process.py``), driven through stdin/stdout."""
 
-    def __init__(self, url: str, prefix: str, ttl: float, heartbeat: float) -> None:
-        env = {**os.environ, "NODE_TTL": str(ttl), "HEARTBEAT": str(heartbeat)}
+    def __init__(
+        self, url: str, prefix: str, ttl: float, heartbeat: float, env: dict[str, str] | None = None
+    ) -> None:
+        env = {**os.environ, "NODE_TTL": str(ttl), "HEARTBEAT": str(heartbeat), **(env or {})}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.node_process", url, prefix],
             cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -220,8 +222,13 @@ def node_processes(redis_url: str, prefix: str) -> Iterator[Callable[..., NodePr
     """Start node processes on the session's Redis; each is stopped (or reaped) afterwards."""
     started: list[NodeProcess] = []
 
-    def start(ttl: float = 15, heartbeat: float = 5, url: str | None = None) -> NodeProcess:
-        started.append(NodeProcess(url or redis_url, prefix, ttl, heartbeat))
+    def start(
+        ttl: float = 15,
+        heartbeat: float = 5,
+        url: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> NodeProcess:
+        started.append(NodeProcess(url or redis_url, prefix, ttl, heartbeat, env))
         return started[-1]
 
     yield start
