@@ -1,12 +1,17 @@
-"""Django views for operations: the health probe as JSON, for load balancers and probes.
+"""Django views for operations: the health probe as JSON, and Prometheus metrics.
 
-path("healthz", broadcast_layer.views.health),
-path("healthz/other", broadcast_layer.views.health, {"alias": "other", "timeout": 1.0}),
+In the project's URLconf (keep ``metrics`` off the public internet)::
+
+    path("healthz", broadcast_layer.views.health),
+    path("healthz/other", broadcast_layer.views.health, {"alias": "other", "timeout": 1.0}),
+    path("metrics", broadcast_layer.views.metrics),
 """
 
 from __future__ import annotations
 
-from django.http import HttpRequest, JsonResponse
+import os
+
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 
 from .layer import get_layer
 
@@ -23,3 +28,26 @@ async def health(
     response = JsonResponse(report.as_dict(), status=200 if report.ok else 503)
     response["Cache-Control"] = "no-store"
     return response
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Every Prometheus metric of this process in the text format, or, when
+    ``PROMETHEUS_MULTIPROC_DIR`` is set, of every worker process writing to that directory.
+
+    404 when ``prometheus_client`` is not installed (the ``metrics`` extra).
+    """
+    try:
+        from prometheus_client import (
+            CONTENT_TYPE_LATEST,
+            REGISTRY,
+            CollectorRegistry,
+            generate_latest,
+            multiprocess,
+        )
+    except ImportError:
+        raise Http404("prometheus_client is not installed (the metrics extra)") from None
+    registry = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

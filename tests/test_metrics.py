@@ -204,3 +204,15 @@ async def test_multiprocess_mode_sums_two_processes(make_layer, node_processes, 
     assert value("broadcast_layer_local_channels", registry) == 2
     assert value("broadcast_layer_subscriptions", registry) == 4  # a group + a node channel, x2
     assert value("broadcast_layer_pubsub_connections", registry, state="connected") == 2
+
+
+async def test_the_metrics_view_exposes_them_in_the_prometheus_text_format(make_layer):
+    from django.test import AsyncClient
+
+    await make_layer().group_send("nobody-here", {"type": "m"})
+    response = await within(AsyncClient().get("/metrics"), 15)
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    text = response.content.decode()
+    assert 'broadcast_layer_messages_published_total{kind="group"}' in text
+    assert "# TYPE broadcast_layer_delivery_lag_seconds histogram" in text

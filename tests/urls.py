@@ -9,4 +9,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", views.health),
     path("healthz/down", views.health, {"alias": "down", "timeout": 1.0}),
+    path("metrics", views.metrics),
 ]
