@@ -216,3 +216,21 @@ async def test_the_metrics_view_exposes_them_in_the_prometheus_text_format(make_
     text = response.content.decode()
     assert 'broadcast_layer_messages_published_total{kind="group"}' in text
     assert "# TYPE broadcast_layer_delivery_lag_seconds histogram" in text
+
+
+def test_every_metric_is_documented_and_the_dashboard_names_only_real_ones():
+    import json
+    import re
+
+    families = {f.name for f in REGISTRY.collect() if f.name.startswith("broadcast_layer_")}
+    counters = {f.name for f in REGISTRY.collect() if f.type == "counter"}
+    exposed = {name + "_total" if name in counters else name for name in families}
+    assert len(exposed) == 11
+    table = (ROOT / "docs" / "operations.md").read_text()
+    documented = set(re.findall(r"^\| `(broadcast_layer_\w+)` \|", table, re.MULTILINE))
+    assert documented == exposed
+    dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text())
+    used = set(re.findall(r"broadcast_layer_\w+", json.dumps(dashboard)))
+    suffixes = re.compile(r"_(bucket|count|sum)$")
+    assert {suffixes.sub("", name) for name in used} <= exposed
+    assert {suffixes.sub("", name) for name in used} == exposed  # every metric has a panel

@@ -22,7 +22,7 @@ PUBLIC_MODULES = {
     "broadcast_layer.acl": ["acl_rules", "acl_setuser"],
 }
 #: Django's own entry points: imported by Django (INSTALLED_APPS, admin.site), not from the top.
-DJANGO_MODULES = {"admin", "models", "apps", "checks"}
+DJANGO_MODULES = {"admin", "models", "apps", "checks", "signals", "views"}
 
 
 def test_every_name_in_all_imports():
