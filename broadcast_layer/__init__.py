@@ -21,6 +21,8 @@ from .exceptions import (
     ChannelFull,
     ConfigurationError,
     EmbeddedRedisError,
+    HistoryNotEnabled,
+    InvalidHistoryQuery,
     InvalidMessage,
     InvalidMessageType,
     InvalidName,
@@ -30,7 +32,7 @@ from .exceptions import (
     PoolExhausted,
     RedisUnavailable,
 )
-from .layer import BroadcastChannelLayer, Health, NodeStats, get_layer
+from .layer import BroadcastChannelLayer, Health, HistoryMessage, HistoryPage, NodeStats, get_layer
 from .registry import (
     ChannelInfo,
     Member,
@@ -53,6 +55,10 @@ __all__ = [
     "EmitResult",
     "Emitter",
     "Health",
+    "HistoryMessage",
+    "HistoryNotEnabled",
+    "HistoryPage",
+    "InvalidHistoryQuery",
     "InvalidMessage",
     "InvalidMessageType",
     "InvalidName",

@@ -18,7 +18,7 @@ COMMANDS: dict[str, str] = {
     "select": "only when a host URL names a database other than 0",
     "evalsha": "every Lua script: registry reads and writes, sends, in-flight counters",
     "script|load": "loads the scripts once per connection pool, and after a Redis restart",
-    "publish": "group_send, the emitter, control messages between nodes",
+    "publish": "group_send (also from the history script), the emitter, control messages",
     "subscribe": "a node's group channels and its own node channel",
     "unsubscribe": "a node's last member left a group",
     "blpop": "receive() on a normal channel (a worker's queue)",
@@ -53,6 +53,9 @@ COMMANDS: dict[str, str] = {
     "zlexcount": "registry: the range of a room search's literal start in rooms by name",
     "zrevrange": "registry: rooms by size",
     "zrangebyscore": "registry: members, live and dead nodes",
+    "xadd": "history groups: a group_send appends to the group's stream",
+    "xrange": "history groups: group_history() and a node's catch-up after a reconnect",
+    "xrevrange": "history groups: group_history() of the latest messages",
 }
 
 #: redis-py names itself on every new connection (Redis 7.2 and later; errors ignored).

@@ -22,9 +22,11 @@ from channels_redis.utils import create_pool, decode_hosts
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.connection import parse_url
 
+from ._protocol.globs import Glob, compile_glob
+from ._protocol.history import MAX_HISTORY_SIZE, MAX_HISTORY_TTL, HistoryPolicy
 from ._redis.pools import PoolLimits
 from ._redis.retry import DEFAULT_BACKOFF, Backoff
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, InvalidPattern
 
 DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
 #: ``CONFIG["prefix"]`` is 1 to this many characters from PREFIX_CHARACTERS.
@@ -114,6 +116,52 @@ def _hosts(name: str, hosts: Sequence[Any] | None) -> tuple[dict[str, Any], ...]
     if errors:
         raise ConfigurationError("; ".join(errors))
     return tuple(decoded)
+
+
+#: ``CONFIG["history"]`` (and ``durable_channels``) hold at most this many globs.
+MAX_GLOBS = 100
+
+
+def _globs(name: str, value: Any) -> list[tuple[Glob, Mapping[str, Any]]]:
+    """The ``{glob: {setting: value}}`` dicts of history and durable_channels, checked."""
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"CONFIG[{name!r}] must be a dict of glob: settings")
+    if len(value) > MAX_GLOBS:
+        raise ConfigurationError(f"CONFIG[{name!r}] holds more than {MAX_GLOBS} globs")
+    compiled = []
+    for pattern, settings in value.items():
+        try:
+            glob = compile_glob(pattern)
+        except InvalidPattern as exc:
+            raise ConfigurationError(f"CONFIG[{name!r}]: {exc}") from None
+        if not isinstance(settings, Mapping):
+            raise ConfigurationError(f"CONFIG[{name!r}][{pattern!r}] must be a dict")
+        compiled.append((glob, settings))
+    return compiled
+
+
+def _bounded(name: str, value: Any, maximum: float, *, integer: bool = False) -> Any:
+    _positive(name, value, integer=integer)
+    if value > maximum:
+        raise ConfigurationError(f"CONFIG[{name!r}] must be at most {maximum}, got {value!r}")
+    return value
+
+
+def _history(name: str, value: Any) -> tuple[tuple[Glob, HistoryPolicy], ...]:
+    if not value:
+        return ()
+    policies = []
+    for glob, settings in _globs(name, value):
+        where = f"{name}'][{glob.text!r}]['"
+        if set(settings) != {"size", "ttl"}:
+            raise ConfigurationError(
+                f"CONFIG[{name!r}][{glob.text!r}] needs exactly 'size' and 'ttl',"
+                f" got {sorted(map(str, settings))}"
+            )
+        size = _bounded(where + "size", settings["size"], MAX_HISTORY_SIZE, integer=True)
+        ttl = _bounded(where + "ttl", settings["ttl"], MAX_HISTORY_TTL)
+        policies.append((glob, HistoryPolicy(size, ttl)))
+    return tuple(policies)
 
 
 # -- connection options of a hosts entry, checked against what redis-py accepts -------
@@ -334,6 +382,11 @@ class LayerConfig:
         default=5.0, accepts="float", validate=_positive_number,
         doc="Seconds a call waits for a pool connection", kind=_SECONDS, section=_POOL,
     )  # fmt: skip
+    history: tuple[tuple[Glob, HistoryPolicy], ...] = _option(
+        default=None, accepts="Mapping[str, Mapping[str, float]] | None", validate=_history,
+        doc="Groups that keep a replayable history: glob → `{\"size\": n, \"ttl\": s}`",
+        kind="dict glob → dict",
+    )  # fmt: skip
     #: Not a CONFIG key: the pub/sub reconnect backoff (docs: "Fixed values").
     reconnect_backoff: Backoff = field(default=DEFAULT_BACKOFF)
 
@@ -341,6 +394,13 @@ class LayerConfig:
     def pool_limits(self) -> PoolLimits:
         """The size of each command-connection pool and how long a caller waits for one."""
         return PoolLimits(self.max_connections, self.pool_timeout)
+
+    def history_for(self, group: str) -> HistoryPolicy | None:
+        """The history kept for ``group``: the first matching glob's, None when none matches."""
+        for glob, policy in self.history:
+            if glob.matches(group):
+                return policy
+        return None
 
     def capacity_for(self, channel: str) -> int:
         """The capacity of ``channel``: the first matching pattern's, else the default."""

@@ -16,6 +16,7 @@ from django.conf import settings
 
 from . import _metrics
 from ._protocol import records
+from ._protocol.history import HistoryCalls
 from ._protocol.keys import Keys, shard_index
 from ._redis.errors import redis_errors
 from ._redis.host import SyncHost
@@ -71,6 +72,7 @@ class Emitter:
     def __init__(self, alias: str = "default") -> None:
         self.layer = get_layer(alias)
         self._keys = Keys(self.layer.config.prefix)
+        self._history = HistoryCalls(self._keys)
         limits = self.layer.config.pool_limits
         self._hosts = [SyncHost(spec, limits) for spec in self.layer.config.hosts]
 
@@ -78,10 +80,18 @@ class Emitter:
         return self._hosts[shard_index(name, len(self._hosts))]
 
     def group(self, group: str, message: dict[str, Any]) -> EmitResult:
-        """Publish to one group (one PUBLISH) and count its members in the registry."""
+        """Publish to one group (one PUBLISH) and count its members in the registry.
+
+        A history group's message is appended and published in one script, as
+        ``group_send`` does.
+        """
         self.layer.require_valid_group_name(group)
-        data = self.layer.encode_group(message)
-        nodes = self._host(group).publish(self._keys.group_channel(group), data)
+        data = self.layer.encode_for_group(group, message)
+        policy = self.layer.config.history_for(group)
+        if policy is not None:
+            nodes = self._host(group).run(self._history.append(group, policy, data)).reached
+        else:
+            nodes = self._host(group).publish(self._keys.group_channel(group), data)
         _metrics.recorder.published("group")
         members = self.layer.sync_registry.room_size(group)
         return EmitResult(group, nodes, members)

@@ -11,7 +11,9 @@ Hierarchy::
     ├── InvalidMessage (also TypeError)         not a dict, or not serializable
     │   └── MessageTooDeep                      containers nested deeper than MAX_NESTING
     ├── InvalidMessageType (also ValueError)    not a handler name, or a refused protocol type
-    └── InvalidPattern (also ValueError)        a malformed room glob, or one over the limits
+    ├── InvalidPattern (also ValueError)        a malformed room glob, or one over the limits
+    ├── HistoryNotEnabled (also ValueError)     group_history() of a group CONFIG["history"] skips
+    └── InvalidHistoryQuery (also ValueError)   group_history()'s since or limit out of bounds
 
 ``RedisUnavailable`` means the call failed for a connection reason after the retries
 that are safe. Whether a write was applied depends on the call: docs/reliability.md
@@ -35,6 +37,8 @@ __all__ = [
     "ChannelFull",
     "ConfigurationError",
     "EmbeddedRedisError",
+    "HistoryNotEnabled",
+    "InvalidHistoryQuery",
     "InvalidMessage",
     "InvalidMessageType",
     "InvalidName",
@@ -90,3 +94,11 @@ class InvalidMessageType(BroadcastLayerError, ValueError):
 
 class InvalidPattern(BroadcastLayerError, ValueError):
     """A room glob is malformed, or longer or with more wildcards than the limits allow."""
+
+
+class HistoryNotEnabled(BroadcastLayerError, ValueError):
+    """The group matches no glob of ``CONFIG["history"]``, so it keeps no history."""
+
+
+class InvalidHistoryQuery(BroadcastLayerError, ValueError):
+    """A history query's ``since`` or ``limit`` is not an int within its bounds."""

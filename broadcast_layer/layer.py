@@ -18,8 +18,19 @@ from channels_redis.serializers import registry as serializers
 from . import _metrics
 from ._aliases import configured, not_ours
 from ._node.health import Health
+from ._node.history import history_decoder
 from ._node.loops import LoopNodes
 from ._node.node import Node, NodeStats
+from ._protocol.history import (
+    HISTORY_KEY,
+    HistoryCalls,
+    HistoryMessage,
+    HistoryPage,
+    HistoryPolicy,
+    build_page,
+    check_query,
+)
+from ._protocol.keys import Keys, shard_index
 from ._protocol.validation import (
     MAX_NESTING,
     require_shallow,
@@ -28,16 +39,25 @@ from ._protocol.validation import (
     require_valid_group_name,
 )
 from ._redis.errors import redis_errors
+from ._redis.host import SyncHost
 from .conf import DEFAULT_MAX_MESSAGE_SIZE, OPTIONS, LayerConfig, build_config
 from .exceptions import (
     ConfigurationError,
+    HistoryNotEnabled,
     InvalidMessage,
     MessageTooDeep,
     MessageTooLarge,
 )
 from .registry import Registry, SyncRegistry
 
-__all__ = ["BroadcastChannelLayer", "Health", "NodeStats", "get_layer"]
+__all__ = [
+    "BroadcastChannelLayer",
+    "Health",
+    "HistoryMessage",
+    "HistoryPage",
+    "NodeStats",
+    "get_layer",
+]
 
 
 class BroadcastChannelLayer(BaseChannelLayer):
@@ -68,6 +88,7 @@ class BroadcastChannelLayer(BaseChannelLayer):
         failover_timeout: float = 10.0,
         max_connections: int = 100,
         pool_timeout: float = 5.0,
+        history: Mapping[str, Mapping[str, float]] | None = None,
     ) -> None:
         arguments = locals()  # exactly the declared options (a test holds them equal)
         self.config: LayerConfig = build_config({name: arguments[name] for name in OPTIONS})
@@ -88,6 +109,7 @@ class BroadcastChannelLayer(BaseChannelLayer):
         self.nodes = LoopNodes(lambda: Node(self.config, self.serializer))
         """This layer's node on each event loop (internal: the layer's methods use it)."""
         self._sync_registry: SyncRegistry | None = None
+        self._sync_hosts: dict[int, SyncHost] = {}
         self.registry = Registry(self.config, self.nodes)
         """Async registry queries: ``await layer.registry.members("room42")``."""
 
@@ -171,10 +193,13 @@ class BroadcastChannelLayer(BaseChannelLayer):
     async def group_send(self, group: str, message: dict[str, Any]) -> int:
         """Publish a message to a group in one Redis command; never raises ``ChannelFull``.
 
-        Returns the number of nodes that received the publish.
+        Returns the number of nodes that received the publish. For a history group
+        (``CONFIG["history"]``) the same script appends it to the group's history, and it
+        is delivered with ``message["history"] = {"offset": n, "epoch": e}``; a message
+        already holding that key is an ``InvalidMessage``.
         """
         self.require_valid_group_name(group)
-        data = self.encode_group(message)
+        data = self.encode_for_group(group, message)
         async with redis_errors:
             nodes = await self.nodes.current().groups.send(group, data)
         _metrics.recorder.published("group")
@@ -184,6 +209,58 @@ class BroadcastChannelLayer(BaseChannelLayer):
         """Serialize a group message: :meth:`encode`, stamped with the send time when
         metrics are on (the receivers' lag histogram; docs/protocol.md)."""
         return self.encode(_metrics.recorder.stamp(message))
+
+    def encode_for_group(self, group: str, message: dict[str, Any]) -> bytes:
+        """:meth:`encode_group`, refusing the reserved ``"history"`` key in a history group's
+        message."""
+        if (
+            isinstance(message, dict)
+            and HISTORY_KEY in message
+            and self.config.history_for(group) is not None
+        ):
+            raise InvalidMessage(
+                f"{group!r} keeps history: the {HISTORY_KEY!r} key of its messages is reserved"
+            )
+        return self.encode_group(message)
+
+    # -- history -----------------------------------------------------------------------
+
+    def _history_policy(self, group: str, since: int | None, limit: int) -> HistoryPolicy:
+        self.require_valid_group_name(group)
+        check_query(since, limit)
+        policy = self.config.history_for(group)
+        if policy is None:
+            raise HistoryNotEnabled(f"{group!r} matches no glob of CONFIG['history']")
+        return policy
+
+    async def group_history(
+        self, group: str, since: int | None = None, epoch: str | None = None, limit: int = 100
+    ) -> HistoryPage:
+        """Read a history group's kept messages, oldest first (one round trip).
+
+        ``since=None`` gives the latest ``limit`` messages; an offset gives up to
+        ``limit`` messages after it. ``page.complete`` is False when what followed
+        ``since`` is no longer all kept or ``epoch`` is not the group's current one:
+        the caller cannot recover and must start over. Raises ``HistoryNotEnabled``,
+        ``InvalidHistoryQuery`` (limit 1 to 1000), ``InvalidName``, ``RedisUnavailable``.
+        """
+        policy = self._history_policy(group, since, limit)
+        async with redis_errors:
+            return await self.nodes.current().history.read(group, policy, since, epoch, limit)
+
+    def sync_group_history(
+        self, group: str, since: int | None = None, epoch: str | None = None, limit: int = 100
+    ) -> HistoryPage:
+        """:meth:`group_history` from sync code (no event loop; blocks on one round trip)."""
+        policy = self._history_policy(group, since, limit)
+        index = shard_index(group, len(self.config.hosts))
+        host = self._sync_hosts.get(index)
+        if host is None:
+            host = self._sync_hosts[index] = SyncHost(self.config.hosts[index],
+                                                      self.config.pool_limits)  # fmt: skip
+        call = HistoryCalls(Keys(self.config.prefix)).read(group, policy, since, epoch, limit)
+        decode = history_decoder(self.config, self.serializer)
+        return build_page(host.run(call), since, epoch, decode)
 
     def encode(self, message: dict[str, Any]) -> bytes:
         """Serialize a message as every node expects it (same for the emitter).

@@ -76,6 +76,11 @@ class NodeCore:
         if self._on_connection is not None:
             self._on_connection(self.hosts[index], lost)
 
+    def encode(self, message: dict[str, Any]) -> bytes:
+        """Serialize a message as the layer's serializer does (no size or shape checks)."""
+        data: bytes = self._serializer.serialize(message)
+        return data
+
     def reconnects(self) -> int:
         """Pub/sub reconnects of all hosts so far."""
         return sum(host.subscriber.reconnects for host in self.hosts)

@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import _metrics
 from .._protocol.control import CONTROL_MARK, PROBE_MARK
+from .._protocol.history import open_frame, stamp
 from .._redis.errors import CONNECTION_ERRORS
 from ..exceptions import ChannelFull
 from .channels import Channels
@@ -24,6 +25,7 @@ from .core import NodeCore
 from .drops import DropLog
 from .groups import Groups
 from .health import Probe
+from .history import History
 from .inflight import InflightRelease
 from .mailbox import Letter
 
@@ -63,6 +65,8 @@ class Delivery:
         self._metrics = _metrics.recorder  # bound once: a no-op when metrics are off
         self._node_channel = core.node_channel.encode()
         self._group_prefix = core.keys.group_channel("").encode()
+        self._history: History = groups.history
+        self._history.set_delivery(self._on_history)
 
     def on_message(self, pubsub_channel: bytes, data: bytes) -> None:
         """Handle one pub/sub message (on the reader task: never blocks)."""
@@ -98,8 +102,11 @@ class Delivery:
             self._metrics.delivered("direct", 1)
 
     def _on_group(self, group: str, data: bytes) -> None:
-        members = self._subscriptions.members(group)
-        if not members:
+        if not self._subscriptions.members(group):
+            return
+        frame = open_frame(data)
+        if frame is not None:  # a history group's: in order, gaps filled (history.py)
+            self._history.on_live(group, *frame)
             return
         try:
             message, sent = self._core.decode_stamped(data)
@@ -108,6 +115,21 @@ class Delivery:
             return
         if sent is not None:
             self._metrics.lag(sent)
+        self._fan_out(group, message, lambda: data)
+
+    def _on_history(self, group: str, offset: int, epoch: str, data: bytes) -> None:
+        if not self._subscriptions.members(group):
+            return
+        try:
+            message = stamp(self._history.decode(data), offset, epoch)
+        except Exception as exc:
+            self._rejected.drop("an undecodable message", f"for group {group}: {exc!r}")
+            return
+        # A normal channel gets the stamped message, serialized again only if there is one.
+        self._fan_out(group, message, functools.cache(lambda: self._core.encode(message)))
+
+    def _fan_out(self, group: str, message: dict[str, Any], data: Callable[[], bytes]) -> None:
+        members = self._subscriptions.members(group)
         now = time.monotonic()
         letter: Letter = (now + self._core.config.expiry, message, False, _copier(message))
         mailboxes = self._channels.mailboxes
@@ -122,7 +144,7 @@ class Delivery:
                 else:
                     self._channels.drop(channel)
             else:  # a normal channel, or a local one not receiving yet
-                self._core.spawn(self._forward(channel, data))
+                self._core.spawn(self._forward(channel, data()))
         self._metrics.delivered("group", delivered)
         if stale:
             emptied = self._groups.leave_stale(group, stale)

@@ -12,6 +12,7 @@ import time
 from .._protocol.keys import node_of
 from .control import Control
 from .core import NodeCore, both
+from .history import History
 from .registry_writer import RegistryWriter
 from .subscriptions import Subscriptions
 
@@ -25,8 +26,10 @@ class Groups:
         subscriptions: Subscriptions,
         registry: RegistryWriter,
         control: Control,
+        history: History,
     ) -> None:
         self._core = core
+        self.history = history
         self.subscriptions = subscriptions
         self._registry = registry
         self._control = control
@@ -53,6 +56,7 @@ class Groups:
         pubsub_channel = core.keys.group_channel(group)
         try:
             if first:
+                self.history.reset(group)  # gapless from the first message delivered
                 await subscriber.want([pubsub_channel])
             if subscriber.acknowledged(pubsub_channel):  # the common case: just the registry
                 await registry.wait(joined)
@@ -85,14 +89,21 @@ class Groups:
             await self._registry.wait(left)
 
     async def send(self, group: str, data: bytes) -> int:
-        """Publish a serialized message once to the group's channel; return nodes reached."""
+        """Publish a serialized message once to the group's channel; return nodes reached.
+
+        A history group's message is appended to its history and published in one script.
+        """
         core = self._core
+        policy = self.history.policy(group)
+        if policy is not None:
+            return await self.history.append(group, policy, data)
         return await core.host_for(group).publisher.publish(core.keys.group_channel(group), data)
 
     async def unsubscribe(self, groups: list[str]) -> None:
         """UNSUBSCRIBE from each group that has no local member (re-joined ones are kept)."""
         for group in groups:
             if group not in self.subscriptions:  # it may have been re-joined meanwhile
+                self.history.reset(group)
                 host = self._core.host_for(group)
                 await host.subscriber.unwant([self._core.keys.group_channel(group)])
 

@@ -26,6 +26,7 @@ from .delivery import Delivery
 from .drops import DropLog
 from .groups import Groups
 from .health import Health, Probe
+from .history import History
 from .inflight import InflightRelease
 from .registry_writer import RegistryWriter
 from .subscriptions import Subscriptions
@@ -60,7 +61,8 @@ class Node:
         self.inflight = InflightRelease(core)
         self.registry = RegistryWriter(core, self.subscriptions, self._channel_count)
         self.control = Control(core, self._rejected, self._apply)
-        self.groups = Groups(core, self.subscriptions, self.registry, self.control)
+        self.history = History(core, serializer)
+        self.groups = Groups(core, self.subscriptions, self.registry, self.control, self.history)
         self.channels = Channels(core, self.registry, self.groups, self.control, self.inflight)
         self.mailboxes = self.channels.mailboxes
         self.delivery = Delivery(core, self.channels, self.groups, self.control,
@@ -74,6 +76,8 @@ class Node:
 
     def _on_connection(self, host: Host, lost: bool) -> None:
         core = self.core
+        if not lost:  # resubscribed: history groups read what they missed meanwhile
+            self.history.restored(host)
         groups = frozenset(g for g in self.subscriptions.wanted() if core.host_for(g) is host)
         signals.send_connection_event(lost, node_id=self.id, prefix=core.config.prefix,
                                       host=core.hosts.index(host), groups=groups)  # fmt: skip

@@ -39,6 +39,40 @@ class Glob:
         """True for ``*`` (and ``**``...): no filter is needed."""
         return self.tokens == ("*",)
 
+    def matches(self, name: str) -> bool:
+        """Whether ``name`` matches, in Python (for config globs; same rules as the Lua).
+
+        Backtracks only to the last ``*``, so a name costs at most
+        (len(name) + 1) x (len(tokens) + 1) steps.
+        """
+        tokens, n, p, star, mark = self.tokens, 0, 0, -1, 0
+        while n < len(name):
+            token = tokens[p] if p < len(tokens) else ""
+            if token == "*":
+                star, mark, p = p, n, p + 1
+                continue
+            if token and _token_matches(token, name[n]):
+                n, p = n + 1, p + 1
+            elif star >= 0:
+                mark += 1
+                n, p = mark, star + 1
+            else:
+                return False
+        while p < len(tokens) and tokens[p] == "*":
+            p += 1
+        return p == len(tokens)
+
+
+def _token_matches(token: str, char: str) -> bool:
+    kind = token[0]
+    if kind == "=":
+        return token[1] == char
+    if kind == "?":
+        return True
+    ranges = token[1:]
+    inside = any(ranges[i] <= char <= ranges[i + 1] for i in range(0, len(ranges), 2))
+    return inside == (kind == "+")
+
 
 def _fail(pattern: str, reason: str) -> InvalidPattern:
     shown = pattern if len(pattern) <= 40 else pattern[:37] + "..."

@@ -42,6 +42,14 @@ class Keys:
         """Hash of the nodes holding a group's members: node id -> how many."""
         return f"{self.prefix}:members:{{{group}}}:nodes"
 
+    def history(self, group: str) -> str:
+        """Stream of a history group's messages; entry ids are ``0-<offset>``."""
+        return f"{self.prefix}:history:{{{group}}}"
+
+    def history_meta(self, group: str) -> str:
+        """Hash of a history group's ``epoch`` and ``top`` (its latest offset)."""
+        return f"{self.prefix}:history:{{{group}}}:meta"
+
     @property
     def rooms_by_name(self) -> str:
         """Index of every group with members, all scored 0 so it sorts by name."""
@@ -80,6 +88,7 @@ class Keys:
         return (
             f"{prefix}:queue:*",
             f"{prefix}:inflight:*",
+            f"{prefix}:history:*",
             f"{prefix}:members:*",
             f"{prefix}:{{rooms}}:*",
             f"{prefix}:nodes",

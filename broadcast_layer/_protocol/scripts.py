@@ -445,6 +445,66 @@ return redis.call('HGETALL', KEYS[1])
 """
 
 
+# -- history groups: a stream per group, entry ids 0-<offset> ---------------------------
+# KEYS: history stream(G), history meta(G) (same hash tag: one slot). The meta hash holds
+# the group's epoch and top offset; a missing one (never written, expired, or lost with
+# Redis's data) gets a new epoch and drops a stream left without it, so offsets of one
+# epoch always name the same messages.
+_HISTORY_META = """
+local function history_meta(stream, meta, fresh_epoch, ttl)
+  local epoch = redis.call('HGET', meta, 'epoch')
+  if not epoch then
+    epoch = fresh_epoch
+    redis.call('DEL', stream)
+    redis.call('HSET', meta, 'epoch', epoch, 'top', 0)
+    redis.call('PEXPIRE', meta, ttl)
+  end
+  return epoch
+end
+"""
+
+# KEYS: history stream(G), history meta(G). ARGV: size, ttl (ms), pub/sub channel,
+# payload, a fresh epoch (used only when the group has none). Appends the payload as the
+# next offset, trims to about `size` entries, and publishes '~<offset> <epoch>\n<payload>'
+# in the same step. Returns [offset, epoch, subscribers reached].
+HISTORY_APPEND = (
+    _HISTORY_META
+    + """
+local epoch = history_meta(KEYS[1], KEYS[2], ARGV[5], ARGV[2])
+local offset = string.format('%d', redis.call('HINCRBY', KEYS[2], 'top', 1))
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '0-' .. offset, 'm', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+local frame = '~' .. offset .. ' ' .. epoch .. '\\n' .. ARGV[4]
+-- The group's one publish (sharded pub/sub: SPUBLISH, same slot as the keys).
+local reached = redis.call('PUBLISH', ARGV[3], frame)
+return {tonumber(offset), epoch, reached}
+"""
+)
+
+# KEYS: history stream(G), history meta(G). ARGV: since (-1: the latest), limit, a fresh
+# epoch, ttl (ms), the epoch the caller knows ('' for none). Reads up to `limit` entries
+# after `since`, or the latest `limit` when since is -1 or the caller's epoch is not the
+# group's (then `since` means nothing). Creates the meta hash when missing, so the epoch
+# a reader sees is the one the next append uses.
+# Returns [epoch, top offset, first kept offset, latest?, entries ([id, [field, value]])].
+HISTORY_READ = (
+    _HISTORY_META
+    + """
+local epoch = history_meta(KEYS[1], KEYS[2], ARGV[3], ARGV[4])
+local top = tonumber(redis.call('HGET', KEYS[2], 'top'))
+local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+local first = top + 1
+if #head > 0 then first = tonumber(string.sub(head[1][1], 3)) end
+local since, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+if since < 0 or (ARGV[5] ~= '' and ARGV[5] ~= epoch) then
+  return {epoch, top, first, 1, redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', limit)}
+end
+local start = '0-' .. string.format('%d', since + 1)
+return {epoch, top, first, 0, redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', limit)}
+"""
+)
+
 # -- the re-assert: a node rewrites its records as its memory holds them ---------------
 # Sent as one pipeline through the node's ordered writer: REASSERT_BEGIN, one
 # REASSERT_CHANNELS per chunk of channels, REASSERT_SWAP (which writes the generation),
@@ -573,12 +633,13 @@ return 1
 #: connection dropped after sending may be retried (docs/reliability.md). Reads, and
 #: registry writes that set state: JOIN/LEAVE change the counters only when the
 #: membership itself changes, OPEN is HSETNX, CLOSE/SET_METADATA/HEARTBEAT/REAP set
-#: or delete, and every re-assert step sets values. Not here: SEND_TO_NODE and PUSH (a
+#: or delete, and every re-assert step sets values; HISTORY_READ only creates a missing
+#: epoch (a second run finds it). Not here: SEND_TO_NODE, PUSH and HISTORY_APPEND (a
 #: second run delivers a second copy) and RELEASE (a second DECRBY frees a slot twice).
 IDEMPOTENT = frozenset(
     {JOIN, LEAVE, OPEN, CLOSE, SET_METADATA, HEARTBEAT, REAP, ROOM, ROOM_SIZE, MEMBERS,
      CHANNEL, NODES, ROOMS, HGETALL, REASSERT_BEGIN, REASSERT_CHANNELS, REASSERT_SWAP,
-     REASSERT_GROUPS}
+     REASSERT_GROUPS, HISTORY_READ}
 )  # fmt: skip
 
 
