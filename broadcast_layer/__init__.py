@@ -14,7 +14,7 @@ Importing this package needs no configured Django settings and starts nothing.
 
 from ._version import __version__
 from .acl import acl_rules, acl_setuser
-from .consumers import NoPerMessageDatabaseCleanupMixin, RemoteControlMixin
+from .consumers import HistoryRecoveryMixin, NoPerMessageDatabaseCleanupMixin, RemoteControlMixin
 from .emitter import AsyncEmitter, EmitResult, Emitter, all_group, user_group
 from .exceptions import (
     BroadcastLayerError,
@@ -58,6 +58,7 @@ __all__ = [
     "HistoryMessage",
     "HistoryNotEnabled",
     "HistoryPage",
+    "HistoryRecoveryMixin",
     "InvalidHistoryQuery",
     "InvalidMessage",
     "InvalidMessageType",

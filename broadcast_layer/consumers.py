@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
 
+from ._protocol.history import HISTORY_KEY, MAX_HISTORY_LIMIT
 from .emitter import all_group, user_group
 
 
@@ -90,3 +92,121 @@ class RemoteControlMixin:
                 await self.leave_all_groups()
         finally:  # even with Redis down, the consumer must still stop
             await super().websocket_disconnect(message)  # type: ignore[misc]
+
+
+class HistoryRecoveryMixin:
+    """Mix into an ``AsyncWebsocketConsumer`` (before it): join history groups, recover gaps.
+
+    On connect, for each group of :meth:`history_groups` it joins the group first, then
+    reads the group's history after the client's last ``(offset, epoch)`` and dispatches
+    what the client missed to the consumer's own handlers, oldest first, before any live
+    message. Live messages it already dispatched (same epoch, offset not above the last
+    one) are dropped afterwards, so the client sees every offset once. Then it sends
+    ``{"type": "history.recovered", "group", "complete", "epoch", "offset"}``: with
+    ``complete`` False the client missed messages that are no longer kept (or the
+    group's history was lost) and must resynchronise.
+
+    The client gives its position in the query string (``?offset=41&epoch=...``, see
+    :meth:`recovery_position`) or later in a frame
+    ``{"type": "history.recover", "group": g, "offset": n, "epoch": e}``. A client with
+    no position gets the latest :attr:`history_on_join` messages. At most
+    :attr:`max_recovered` messages are replayed; more missed than that is incomplete.
+    """
+
+    channel_layer: Any
+    channel_name: str
+    scope: dict[str, Any]
+    #: Messages shown to a client that has no position yet (0: none).
+    history_on_join = 0
+    #: The most messages one recovery replays; a longer gap is reported incomplete.
+    max_recovered = 1000
+
+    def history_groups(self) -> list[str]:
+        """The history groups joined on connect (override; none by default)."""
+        return []
+
+    def recovery_position(self, group: str) -> tuple[int | None, str | None]:
+        """The client's last ``(offset, epoch)`` for ``group``, from the query string."""
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        offset, epoch = query.get("offset", [""])[0], query.get("epoch", [""])[0]
+        return (int(offset) if offset.isdigit() else None), (epoch or None)
+
+    async def websocket_connect(self, message: dict[str, Any]) -> None:
+        await super().websocket_connect(message)  # type: ignore[misc]
+        for group in self.history_groups():
+            await self.recover(group, *self.recovery_position(group))
+
+    async def websocket_receive(self, message: dict[str, Any]) -> None:
+        frame = _recover_frame(message.get("text"))
+        if frame is None:
+            await super().websocket_receive(message)  # type: ignore[misc]
+        elif frame["group"] in self.history_groups():
+            await self.recover(frame["group"], frame["offset"], frame["epoch"])
+
+    async def recover(self, group: str, since: int | None, epoch: str | None) -> bool:
+        """Join ``group``, dispatch what the client missed after ``since``; return complete."""
+        layer = self.channel_layer
+        await layer.group_add(group, self.channel_name)
+        if since is None:
+            page = await layer.group_history(group, limit=max(1, self.history_on_join))
+            replay, complete = page.messages[-self.history_on_join :], True
+            replay = replay if self.history_on_join else ()
+        else:
+            limit = min(self.max_recovered, MAX_HISTORY_LIMIT)
+            page = await layer.group_history(group, since, epoch, limit)
+            replay, complete = page.messages, page.complete and not page.more
+        for item in replay:
+            await self.dispatch(item.message)
+        if not replay and since is not None and page.epoch == epoch:
+            # The client has everything up to `since`: a live copy of it is a duplicate.
+            self._seen()[page.epoch] = max(self._seen().get(page.epoch, 0), since)
+        await self.history_recovered(group, complete, page.epoch, page.top)
+        return complete
+
+    async def history_recovered(self, group: str, complete: bool, epoch: str, offset: int) -> None:
+        """Tell the client how recovery went (override to change the frame)."""
+        await self.send(text_data=json.dumps({  # type: ignore[attr-defined]
+            "type": "history.recovered", "group": group, "complete": complete,
+            "epoch": epoch, "offset": offset,
+        }))  # fmt: skip
+
+    def _seen(self) -> dict[str, int]:
+        """Epoch -> the last offset dispatched (epochs are random, so one per group)."""
+        seen: dict[str, int] | None = getattr(self, "_history_seen", None)
+        if seen is None:
+            seen = {}
+            self._history_seen = seen
+        return seen
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        try:
+            for group in self.history_groups():
+                await self.channel_layer.group_discard(group, self.channel_name)
+        finally:  # even with Redis down, the consumer must still stop
+            await super().websocket_disconnect(message)  # type: ignore[misc]
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Drop a history message this consumer dispatched already; dispatch the rest."""
+        stamp = message.get(HISTORY_KEY)
+        if isinstance(stamp, dict) and "epoch" in stamp and "offset" in stamp:
+            seen = self._seen()
+            if stamp["offset"] <= seen.get(stamp["epoch"], 0):
+                return
+            seen[stamp["epoch"]] = stamp["offset"]
+        await super().dispatch(message)  # type: ignore[misc]
+
+
+def _recover_frame(text: Any) -> dict[str, Any] | None:
+    """``{"group", "offset", "epoch"}`` of a ``history.recover`` frame, else None."""
+    if not isinstance(text, str) or '"history.recover"' not in text:
+        return None
+    try:
+        frame = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(frame, dict) or frame.get("type") != "history.recover":
+        return None
+    offset, epoch, group = frame.get("offset"), frame.get("epoch"), frame.get("group")
+    if not isinstance(group, str) or (offset is not None and not isinstance(offset, int)):
+        return None
+    return {"group": group, "offset": offset, "epoch": epoch if isinstance(epoch, str) else None}

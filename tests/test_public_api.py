@@ -14,10 +14,19 @@ import broadcast_layer
 ROOT = Path(__file__).resolve().parent.parent
 #: Modules users name by path (settings, Django's admin autodiscovery, old imports).
 PUBLIC_MODULES = {
-    "broadcast_layer.layer": ["BroadcastChannelLayer", "get_layer"],
+    "broadcast_layer.layer": [
+        "BroadcastChannelLayer",
+        "get_layer",
+        "HistoryPage",
+        "HistoryMessage",
+    ],
     "broadcast_layer.registry": ["Registry", "SyncRegistry", "get_registry", "Room", "Member"],
     "broadcast_layer.emitter": ["Emitter", "AsyncEmitter", "EmitResult"],
-    "broadcast_layer.consumers": ["RemoteControlMixin", "NoPerMessageDatabaseCleanupMixin"],
+    "broadcast_layer.consumers": [
+        "RemoteControlMixin",
+        "NoPerMessageDatabaseCleanupMixin",
+        "HistoryRecoveryMixin",
+    ],
     "broadcast_layer.exceptions": ["RedisUnavailable", "InvalidName", "ChannelFull"],
     "broadcast_layer.acl": ["acl_rules", "acl_setuser"],
 }
