@@ -56,6 +56,15 @@ COMMANDS: dict[str, str] = {
     "xadd": "history groups: a group_send appends to the group's stream",
     "xrange": "history groups: group_history() and a node's catch-up after a reconnect",
     "xrevrange": "history groups: group_history() of the latest messages",
+    "exists": "scripts: a durable channel's stream and consumer group exist",
+    "xlen": "durable channels: capacity",
+    "xack": "durable channels: a receive acknowledges the previous message",
+    "xdel": "durable channels: an acknowledged message is deleted",
+    "xautoclaim": "durable channels: a dead consumer's message is taken over after claim_after",
+    "xreadgroup": "durable channels: receive()",
+    "xgroup|create": "durable channels: the consumer group, on first use",
+    "xgroup|delconsumer": "durable channels: dead consumers are deleted",
+    "xinfo|consumers": "durable channels: finding dead consumers",
 }
 
 #: redis-py names itself on every new connection (Redis 7.2 and later; errors ignored).

@@ -22,6 +22,7 @@ from channels_redis.utils import create_pool, decode_hosts
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.connection import parse_url
 
+from ._protocol.durable import MAX_CLAIM_AFTER, DurablePolicy
 from ._protocol.globs import Glob, compile_glob
 from ._protocol.history import MAX_HISTORY_SIZE, MAX_HISTORY_TTL, HistoryPolicy
 from ._redis.pools import PoolLimits
@@ -161,6 +162,23 @@ def _history(name: str, value: Any) -> tuple[tuple[Glob, HistoryPolicy], ...]:
         size = _bounded(where + "size", settings["size"], MAX_HISTORY_SIZE, integer=True)
         ttl = _bounded(where + "ttl", settings["ttl"], MAX_HISTORY_TTL)
         policies.append((glob, HistoryPolicy(size, ttl)))
+    return tuple(policies)
+
+
+def _durable_channels(name: str, value: Any) -> tuple[tuple[Glob, DurablePolicy], ...]:
+    if not value:
+        return ()
+    policies = []
+    for glob, settings in _globs(name, value):
+        if set(settings) != {"claim_after"}:
+            raise ConfigurationError(
+                f"CONFIG[{name!r}][{glob.text!r}] needs exactly 'claim_after',"
+                f" got {sorted(map(str, settings))}"
+            )
+        where = f"{name}'][{glob.text!r}]['claim_after"
+        policies.append(
+            (glob, DurablePolicy(_bounded(where, settings["claim_after"], MAX_CLAIM_AFTER)))
+        )
     return tuple(policies)
 
 
@@ -387,6 +405,12 @@ class LayerConfig:
         doc="Groups that keep a replayable history: glob → `{\"size\": n, \"ttl\": s}`",
         kind="dict glob → dict",
     )  # fmt: skip
+    durable_channels: tuple[tuple[Glob, DurablePolicy], ...] = _option(
+        default=None, accepts="Mapping[str, Mapping[str, float]] | None",
+        validate=_durable_channels, kind="dict glob → dict",
+        doc="Normal channels kept in a stream until acknowledged: glob →"
+        " `{\"claim_after\": s}`",
+    )  # fmt: skip
     #: Not a CONFIG key: the pub/sub reconnect backoff (docs: "Fixed values").
     reconnect_backoff: Backoff = field(default=DEFAULT_BACKOFF)
 
@@ -399,6 +423,15 @@ class LayerConfig:
         """The history kept for ``group``: the first matching glob's, None when none matches."""
         for glob, policy in self.history:
             if glob.matches(group):
+                return policy
+        return None
+
+    def durable_for(self, channel: str) -> DurablePolicy | None:
+        """The policy of a durable normal channel; None for any other channel."""
+        if "!" in channel:
+            return None
+        for glob, policy in self.durable_channels:
+            if glob.matches(channel):
                 return policy
         return None
 

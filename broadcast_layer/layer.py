@@ -89,6 +89,7 @@ class BroadcastChannelLayer(BaseChannelLayer):
         max_connections: int = 100,
         pool_timeout: float = 5.0,
         history: Mapping[str, Mapping[str, float]] | None = None,
+        durable_channels: Mapping[str, Mapping[str, float]] | None = None,
     ) -> None:
         arguments = locals()  # exactly the declared options (a test holds them equal)
         self.config: LayerConfig = build_config({name: arguments[name] for name in OPTIONS})
@@ -151,19 +152,28 @@ class BroadcastChannelLayer(BaseChannelLayer):
         self.require_valid_channel_name(channel)
         data = self.encode(message)
         async with redis_errors:
-            await self.nodes.current().channels.send(channel, data)
+            if self.config.durable_for(channel) is not None:
+                await self.nodes.current().durable.send(channel, data)
+            else:
+                await self.nodes.current().channels.send(channel, data)
         _metrics.recorder.published("channel")
 
     async def receive(self, channel: str) -> dict[str, Any]:
         """Wait for and return the next message on a channel.
 
         A process-specific channel can only be received on the loop that created it.
+        On a durable channel (``CONFIG["durable_channels"]``) it first acknowledges the
+        message this loop's node received before; one that is never acknowledged is
+        delivered again, to any receiver, after ``claim_after`` seconds.
         """
         channels = self.nodes.current().channels
         if channel in channels.mailboxes:  # local: valid by construction, and no Redis I/O
             return await channels.receive(channel)
         self.require_valid_channel_name(channel)
+        durable = self.config.durable_for(channel)
         async with redis_errors:
+            if durable is not None:  # acknowledges this node's previous message first
+                return await self.nodes.current().durable.receive(channel, durable)
             return await channels.receive(channel)
 
     async def new_channel(self, prefix: str = "specific") -> str:

@@ -212,6 +212,10 @@ class NodeProcess:
 
     def stop(self) -> None:
         """Close its stdin (the node's cue to close cleanly), wait for it, close the pipes."""
+        if self.process.returncode is not None:  # killed by the test: only the pipes
+            self.process.stdin.close()  # type: ignore[union-attr]
+            self.process.stdout.close()  # type: ignore[union-attr]
+            return
         self.process.stdin.close()  # type: ignore[union-attr]
         self.process.wait(10)
         self.process.stdout.close()  # type: ignore[union-attr]

@@ -4,8 +4,9 @@ Reads JSON commands on stdin, one per line, and answers each with one JSON line:
 {"op": "new_channel"} -> {"channel": ...}; {"op": "group_add"|"group_discard", "group", "channel"};
 {"op": "members", "group"} -> {"members": [...]} (its local view);
 {"op": "collect", "channel"} starts receiving on the channel, keeping each message's "n";
-{"op": "report"} -> {"received": {channel: [n, ...]}}. Options via env: NODE_TTL, HEARTBEAT
-(seconds).
+{"op": "report"} -> {"received": {channel: [n, ...]}}; {"op": "receive", "channel"} ->
+{"message": ...} (one message). Options via env: NODE_TTL, HEARTBEAT (seconds),
+DURABLE_CHANNELS (JSON, as CONFIG["durable_channels"]).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ async def main(url: str, prefix: str) -> None:
         prefix=prefix,
         node_ttl=float(os.environ.get("NODE_TTL", "15")),
         heartbeat_interval=float(os.environ.get("HEARTBEAT", "5")),
+        durable_channels=json.loads(os.environ.get("DURABLE_CHANNELS", "{}")),
     )
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -48,6 +50,8 @@ async def main(url: str, prefix: str) -> None:
         elif op == "collect":
             collectors.append(asyncio.create_task(collect(command["channel"])))
             reply = {"ok": True}
+        elif op == "receive":
+            reply = {"message": await layer.receive(command["channel"])}
         elif op == "report":
             reply = {"received": received}
         elif op == "members":

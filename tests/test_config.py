@@ -310,7 +310,8 @@ def test_every_option_reaches_the_layers_config(name):
     given = {"hosts": ["redis://example:6380/1"], "prefix": "p", "channel_capacity": {"a*": 3},
              "symmetric_encryption_keys": ["k"], "serializer_format": "json",
              "node_ttl": 99.5,
-             "history": {"chat.*": {"size": 5, "ttl": 60}}}.get(name, 7)  # fmt: skip
+             "history": {"chat.*": {"size": 5, "ttl": 60}},
+             "durable_channels": {"jobs.*": {"claim_after": 5}}}.get(name, 7)  # fmt: skip
     layer = BroadcastChannelLayer(**{name: given})
     assert getattr(layer.config, name) == conf.OPTIONS[name].validate(name, given)
     assert getattr(layer.config, name) != getattr(BroadcastChannelLayer().config, name)

@@ -24,6 +24,7 @@ from .control import Control
 from .core import NodeCore
 from .delivery import Delivery
 from .drops import DropLog
+from .durable import Durable
 from .groups import Groups
 from .health import Health, Probe
 from .history import History
@@ -62,6 +63,7 @@ class Node:
         self.registry = RegistryWriter(core, self.subscriptions, self._channel_count)
         self.control = Control(core, self._rejected, self._apply)
         self.history = History(core, serializer)
+        self.durable = Durable(core)
         self.groups = Groups(core, self.subscriptions, self.registry, self.control, self.history)
         self.channels = Channels(core, self.registry, self.groups, self.control, self.inflight)
         self.mailboxes = self.channels.mailboxes
@@ -148,6 +150,7 @@ class Node:
         _metrics.recorder.channels(-len(self.channels.mailboxes))
         self.inflight.wake()
         await self.core.close_tasks()
+        await self.durable.close()  # acknowledge what this node received
         await self.registry.remove_node()  # a clean shutdown removes its records at once
         for host in self.core.hosts:
             await host.close()

@@ -34,6 +34,10 @@ class Keys:
         """Counter of messages sent to a process-specific channel and not yet received."""
         return f"{self.prefix}:inflight:{{{channel}}}"
 
+    def durable(self, channel: str) -> str:
+        """Stream of a durable worker channel, read by one consumer group."""
+        return f"{self.prefix}:durable:{{{channel}}}"
+
     def members(self, group: str) -> str:
         """Sorted set of a group's members (channel -> join time)."""
         return f"{self.prefix}:members:{{{group}}}"
@@ -89,6 +93,7 @@ class Keys:
             f"{prefix}:queue:*",
             f"{prefix}:inflight:*",
             f"{prefix}:history:*",
+            f"{prefix}:durable:*",
             f"{prefix}:members:*",
             f"{prefix}:{{rooms}}:*",
             f"{prefix}:nodes",

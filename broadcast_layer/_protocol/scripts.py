@@ -505,6 +505,61 @@ return {epoch, top, first, 0, redis.call('XRANGE', KEYS[1], start, '+', 'COUNT',
 """
 )
 
+# -- durable worker channels: a stream per channel read by one consumer group ----------
+# KEYS: durable stream(C). ARGV: capacity, payload, consumer group. Creates the stream and
+# its group on first use (reading from the first entry). Returns 1 if queued, 0 if full
+# (the stream holds only messages not yet acknowledged).
+DURABLE_SEND = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[3], '$', 'MKSTREAM')
+end
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('XADD', KEYS[1], '*', 'm', ARGV[2])
+return 1
+"""
+
+# KEYS: durable stream(C). ARGV: consumer group, consumer, claim_after (ms), idle time (ms)
+# after which a consumer with nothing pending is deleted, then entry ids to acknowledge.
+# Acknowledges (and deletes) the process's previous messages, then takes the
+# oldest message another consumer left unacknowledged for claim_after (XAUTOCLAIM), else
+# the next new one. Returns [id, payload] or [] when there is none.
+DURABLE_NEXT = """
+for i = 5, #ARGV do
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
+  redis.call('XDEL', KEYS[1], ARGV[i])
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], '$', 'MKSTREAM')
+end
+for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local info = {}
+  for i = 1, #consumer, 2 do info[consumer[i]] = consumer[i + 1] end
+  if info.pending == 0 and info.idle > tonumber(ARGV[4]) and info.name ~= ARGV[2] then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info.name)
+  end
+end
+local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], '0-0', 'COUNT', 1)
+local entry = claimed[2][1]
+if not entry then
+  local new = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1,
+                         'STREAMS', KEYS[1], '>')
+  entry = new and new[1][2][1]
+end
+if not entry then return {} end
+return {entry[1], entry[2][2]}
+"""
+
+# KEYS: durable stream(C). ARGV: consumer group, entry ids. Acknowledges and deletes them
+# (a clean close). Returns how many were acknowledged.
+DURABLE_ACK = """
+local acked = 0
+for i = 2, #ARGV do
+  acked = acked + redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
+  redis.call('XDEL', KEYS[1], ARGV[i])
+end
+return acked
+"""
+
 # -- the re-assert: a node rewrites its records as its memory holds them ---------------
 # Sent as one pipeline through the node's ordered writer: REASSERT_BEGIN, one
 # REASSERT_CHANNELS per chunk of channels, REASSERT_SWAP (which writes the generation),
@@ -634,12 +689,14 @@ return 1
 #: registry writes that set state: JOIN/LEAVE change the counters only when the
 #: membership itself changes, OPEN is HSETNX, CLOSE/SET_METADATA/HEARTBEAT/REAP set
 #: or delete, and every re-assert step sets values; HISTORY_READ only creates a missing
-#: epoch (a second run finds it). Not here: SEND_TO_NODE, PUSH and HISTORY_APPEND (a
-#: second run delivers a second copy) and RELEASE (a second DECRBY frees a slot twice).
+#: epoch (a second run finds it); DURABLE_ACK acknowledges ids. Not here: DURABLE_SEND and
+#: DURABLE_NEXT (a second run queues or takes a second message), SEND_TO_NODE, PUSH and
+#: HISTORY_APPEND (a second run delivers a second copy) and RELEASE (a second DECRBY frees
+#: a slot twice).
 IDEMPOTENT = frozenset(
     {JOIN, LEAVE, OPEN, CLOSE, SET_METADATA, HEARTBEAT, REAP, ROOM, ROOM_SIZE, MEMBERS,
      CHANNEL, NODES, ROOMS, HGETALL, REASSERT_BEGIN, REASSERT_CHANNELS, REASSERT_SWAP,
-     REASSERT_GROUPS, HISTORY_READ}
+     REASSERT_GROUPS, HISTORY_READ, DURABLE_ACK}
 )  # fmt: skip
 
 
