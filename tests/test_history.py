@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from io import StringIO
 
 import pytest
 import redis
+from django.core.management import CommandError, call_command
 
 from broadcast_layer import (
     ConfigurationError,
@@ -281,3 +284,31 @@ async def test_the_emitter_appends_to_history_groups(make_layer, settings, redis
         emitter.close()
     assert result.nodes == 1
     assert (await within(member.receive(channel)))["history"]["offset"] == 1
+
+
+async def test_manage_rooms_history_shows_a_rooms_messages(make_layer, settings, redis_url, prefix):
+    settings.CHANNEL_LAYERS = {"default": {
+        "BACKEND": "broadcast_layer.layer.BroadcastChannelLayer",
+        "CONFIG": {"hosts": [redis_url], "prefix": prefix, "history": HISTORY},
+    }}  # fmt: skip
+    layer = make_layer(history=HISTORY)
+    for n in range(5):
+        await layer.group_send("chat.cmd", {"type": "m", "text": f"line {n}"})
+
+    def rooms(*args: str) -> str:
+        out = StringIO()
+        call_command("rooms", *args, stdout=out)
+        return out.getvalue()
+
+    table = await asyncio.to_thread(rooms, "chat.cmd", "--history", "--since", "3")
+    assert "line 3" in table
+    assert "line 4" in table
+    assert "line 2" not in table
+    data = json.loads(await asyncio.to_thread(rooms, "chat.cmd", "--history", "--format", "json"))
+    assert [m["offset"] for m in data["messages"]] == [1, 2, 3, 4, 5]
+    assert data["complete"]
+    refused = [(("--history",), "need a ROOM"), (("chat.cmd", "--since", "1"), "goes with"),
+               (("lobby", "--history"), "matches no glob")]  # fmt: skip
+    for args, message in refused:
+        with pytest.raises(CommandError, match=message):
+            await asyncio.to_thread(rooms, *args)

@@ -12,6 +12,7 @@ from django.core.management.base import CommandError, CommandParser
 
 from broadcast_layer._protocol.globs import compile_glob
 from broadcast_layer.exceptions import RedisUnavailable
+from broadcast_layer.layer import get_layer
 from broadcast_layer.management.base import OneLineErrorsCommand, number_in, one_line
 from broadcast_layer.registry import MAX_PAGE, SyncRegistry, get_registry
 
@@ -26,6 +27,12 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _shown(message: dict[str, Any]) -> str:
+    """A kept message on one line: its JSON without the history stamp, cut at 100."""
+    body = {key: value for key, value in message.items() if key != "history"}
+    return json.dumps(body, default=repr)[:100]
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -51,6 +58,15 @@ class Command(OneLineErrorsCommand):
             type=number_in(1, MAX_PAGE, integer=True),
             default=50,
             help=f"at most this many rooms (1 to {MAX_PAGE})",
+        )
+        parser.add_argument(
+            "--history", action="store_true", help="show ROOM's kept messages (history groups)"
+        )
+        parser.add_argument(
+            "--since",
+            type=number_in(0, 2**53, integer=True),
+            metavar="OFFSET",
+            help="with --history: the messages after this offset (default: the latest)",
         )
         parser.add_argument("--nodes", action="store_true", help="list the live nodes")
         output = parser.add_mutually_exclusive_group()
@@ -78,6 +94,10 @@ class Command(OneLineErrorsCommand):
         if options["json"]:
             self.warn_deprecated("--json", "--format json")
             options["format"] = "json"
+        if (options["history"] or options["since"] is not None) and not options["room"]:
+            raise CommandError("--history and --since need a ROOM")
+        if options["since"] is not None and not options["history"]:
+            raise CommandError("--since goes with --history")
         if options["match"]:
             try:  # refused before anything goes to Redis
                 compile_glob(options["match"])
@@ -101,6 +121,8 @@ class Command(OneLineErrorsCommand):
         try:
             if options["nodes"]:
                 return self._nodes(registry, options["format"] == "json")
+            if options["history"]:
+                return self._history(options)
             if options["room"]:
                 return self._members(registry, options["room"], options["format"] == "json")
             return self._rooms(registry, options)
@@ -119,6 +141,25 @@ class Command(OneLineErrorsCommand):
         shown = f"{len(rooms)} of {page.total} rooms" if page.next_offset else f"{page.total} rooms"
         rows = [[room["name"], room["size"], room["nodes"]] for room in rooms]
         return _table(["ROOM", "MEMBERS", "NODES"], rows) + f"\n{shown}"
+
+    def _history(self, options: dict[str, Any]) -> str:
+        room, since = options["room"], options["since"]
+        page = get_layer(options["layer"]).sync_group_history(room, since, None, options["limit"])
+        messages: list[dict[str, Any]] = [
+            {"offset": m.offset, "message": m.message} for m in page.messages
+        ]
+        if options["format"] == "json":
+            return json.dumps({"room": room, "epoch": page.epoch, "top": page.top,
+                               "complete": page.complete, "messages": messages},
+                              default=repr)  # fmt: skip
+        head = f"{room}: epoch {page.epoch}, latest offset {page.top}"
+        if not page.complete:
+            head += f"; messages after offset {since} are no longer all kept"
+        if not messages:
+            return f"{head}\nNo messages."
+        rows = [[m.offset, _shown(m.message)] for m in page.messages]
+        more = f"\n(more: --since {messages[-1]['offset']})" if page.more else ""
+        return head + "\n" + _table(["OFFSET", "MESSAGE"], rows) + more
 
     def _members(self, registry: SyncRegistry, room: str, as_json: bool) -> str:
         members = registry.members(room)
