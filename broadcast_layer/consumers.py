@@ -10,6 +10,7 @@ from channels.consumer import get_handler_name
 
 from ._protocol.history import HISTORY_KEY, MAX_HISTORY_LIMIT
 from .emitter import all_group, user_group
+from .exceptions import HistoryNotEnabled
 
 
 class NoPerMessageDatabaseCleanupMixin:
@@ -120,6 +121,9 @@ class HistoryRecoveryMixin:
     history_on_join = 0
     #: The most messages one recovery replays; a longer gap is reported incomplete.
     max_recovered = 1000
+    #: Whether ``history.recover`` frames are handled. Each costs a group_add and a read
+    #: and bypasses the consumer's own frame handling (and any rate limit in it).
+    recover_frames = True
 
     def history_groups(self) -> list[str]:
         """The history groups joined on connect (override; none by default)."""
@@ -137,16 +141,27 @@ class HistoryRecoveryMixin:
             await self.recover(group, *self.recovery_position(group))
 
     async def websocket_receive(self, message: dict[str, Any]) -> None:
-        frame = _recover_frame(message.get("text"))
+        frame = _recover_frame(message.get("text")) if self.recover_frames else None
         if frame is None:
             await super().websocket_receive(message)  # type: ignore[misc]
         elif frame["group"] in self.history_groups():
             await self.recover(frame["group"], frame["offset"], frame["epoch"])
 
     async def recover(self, group: str, since: int | None, epoch: str | None) -> bool:
-        """Join ``group``, dispatch what the client missed after ``since``; return complete."""
+        """Join ``group``, dispatch what the client missed after ``since``; return complete.
+
+        For a group that keeps no history (``CONFIG["history"]`` does not match it) it only
+        joins, sends no ``history.recovered`` frame, and returns False.
+        """
         layer = self.channel_layer
         await layer.group_add(group, self.channel_name)
+        try:
+            return await self._replay(group, since, epoch)
+        except HistoryNotEnabled:
+            return False
+
+    async def _replay(self, group: str, since: int | None, epoch: str | None) -> bool:
+        layer = self.channel_layer
         if since is None:
             page = await layer.group_history(group, limit=max(1, self.history_on_join))
             replay, complete = page.messages[-self.history_on_join :], True

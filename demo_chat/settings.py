@@ -130,6 +130,10 @@ CHANNEL_LAYERS = {
             # Short so a killed node leaves everyone's presence lists quickly.
             "heartbeat_interval": float(os.environ.get("DEMO_HEARTBEAT", "2")),
             "node_ttl": float(os.environ.get("DEMO_NODE_TTL", "6")),
+            # Each room keeps its last 100 lines for a day; a reconnecting page recovers.
+            "history": {"chatlog.*": {"size": 100, "ttl": 86400}},
+            # A /roll taken by a worker that dies is answered by another 5 s later.
+            "durable_channels": {"chat-commands": {"claim_after": 5}},
         },
     },
 }

@@ -25,9 +25,14 @@ from demo_chat.chat.rooms import clean_display_name, group_name, room_of_group
 from demo_chat.chat.routing import websocket_urlpatterns
 from demo_chat.chat.worker import ROLL_USAGE, CommandWorker, parse_sides
 
-from .conftest import nothing_arrives, within
+from .conftest import eventually, nothing_arrives, within
 
 TIMEOUT = 10
+#: The demo's own history and durable channels (demo_chat/settings.py).
+DEMO_CONFIG = {
+    "history": {"chatlog.*": {"size": 100, "ttl": 86400}},
+    "durable_channels": {"chat-commands": {"claim_after": 5}},
+}
 
 
 @pytest.fixture
@@ -35,7 +40,7 @@ async def layer(settings, redis_url, prefix) -> AsyncIterator[BroadcastChannelLa
     """The layer the demo's consumer and worker get, on the test Redis and prefix."""
     settings.CHANNEL_LAYERS = {"default": {
         "BACKEND": "broadcast_layer.layer.BroadcastChannelLayer",
-        "CONFIG": {"hosts": [redis_url], "prefix": prefix},
+        "CONFIG": {"hosts": [redis_url], "prefix": prefix, **DEMO_CONFIG},
     }}  # fmt: skip
     channel_layer = get_channel_layer()
     yield channel_layer
@@ -93,21 +98,24 @@ async def test_internal_groups_cannot_be_joined_from_a_websocket(layer, room):
 
 async def test_chat_lines_go_to_the_room_only(layer):
     spies = {}
-    for group in ["broadcast.all", "user.1", "lobby", "chat.lobby"]:
+    for group in ["broadcast.all", "user.1", "lobby", "chat.lobby", "chatlog.lobby"]:
         spies[group] = await layer.new_channel()
         await layer.group_add(group, spies[group])
     communicator = await connect("lobby")
     try:
         (member,) = [m for m in await layer.registry.members("chat.lobby")
                      if m.channel != spies["chat.lobby"]]  # fmt: skip
-        # The mixin puts every socket in the "everyone" group, never in a user's group.
-        assert set(await layer.registry.groups_of(member.channel)) == {
-            "chat.lobby", "broadcast.all"
-        }  # fmt: skip
+        # The mixin puts every socket in the "everyone" group, never in a user's group;
+        # the room's lines have a group of their own, which keeps them (history).
+        expected = {"chat.lobby", "chatlog.lobby", "broadcast.all"}
+
+        async def in_expected_groups() -> bool:  # chatlog is joined right after the handshake
+            return set(await layer.registry.groups_of(member.channel)) == expected
+
+        await eventually(in_expected_groups)
         await communicator.send_json_to({"text": "hello everyone"})
-        message = await within(layer.receive(spies["chat.lobby"]))
-        while message["type"] != "chat.message":  # presence updates come first
-            message = await within(layer.receive(spies["chat.lobby"]))
+        message = await within(layer.receive(spies["chatlog.lobby"]))
+        assert message["type"] == "chat.message"
         assert message["text"] == "hello everyone"
         for group in ["broadcast.all", "user.1", "lobby"]:
             await nothing_arrives(layer, spies[group])
@@ -156,6 +164,8 @@ async def test_a_long_line_is_refused_with_a_polite_error(layer):
     communicator = await connect("lobby")
     try:
         assert (await communicator.receive_json_from(TIMEOUT))["type"] == "presence"
+        # then the room's last lines (none yet) and the history recovery's report
+        assert (await communicator.receive_json_from(TIMEOUT))["type"] == "history.recovered"
         await communicator.send_json_to({"text": "x" * 2001})
         assert await communicator.receive_json_from(TIMEOUT) == {
             "type": "error", "text": "Messages are limited to 2000 characters."
@@ -233,7 +243,8 @@ async def test_the_worker_answers_bad_commands_politely_and_keeps_working(layer,
     worker = ApplicationCommunicator(CommandWorker.as_asgi(),
                                      {"type": "channel", "channel": "chat-commands"})  # fmt: skip
     reply, member = await layer.new_channel(), await layer.new_channel()
-    await layer.group_add("chat.lobby", member)
+    await layer.group_add("chat.lobby", member)  # /who lists the room's members
+    await layer.group_add("chatlog.lobby", member)  # where the room's lines go
     event = {"type": "chat.command", "command": "/roll", "room": "lobby", "name": "Ann",
              "reply_channel": reply}  # fmt: skip
     try:

@@ -3,7 +3,9 @@
 Client -> server: ``{"text": "..."}`` (a line starting with ``/`` is a command for the
 worker) and ``{"type": "presence"}`` (ask for the member list again; the page never
 needs to).
-Server -> client: ``message``, ``announcement``, ``private``, ``error``, and the
+Server -> client: ``message`` (with the line's ``offset`` and ``epoch``: the page keeps
+the last ones and gives them back when it reconnects, see HistoryRecoveryMixin),
+``history.recovered``, ``announcement``, ``private``, ``error``, and the
 presence list: ``presence`` (the whole list, once on join), then ``presence.diff``
 (who joined or left on one node) and ``presence.gone`` (nodes that died); see
 presence.py.
@@ -24,10 +26,21 @@ from typing import Any
 from channels.exceptions import ChannelFull
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from broadcast_layer.consumers import NoPerMessageDatabaseCleanupMixin, RemoteControlMixin
+from broadcast_layer.consumers import (
+    HistoryRecoveryMixin,
+    NoPerMessageDatabaseCleanupMixin,
+    RemoteControlMixin,
+)
 
 from . import presence
-from .rooms import SESSION_NAME_KEY, clean_display_name, group_name, guest_name, is_valid_room_name
+from .rooms import (
+    SESSION_NAME_KEY,
+    clean_display_name,
+    group_name,
+    guest_name,
+    is_valid_room_name,
+    lines_group,
+)
 from .worker import COMMANDS_CHANNEL
 
 MAX_TEXT_LENGTH = 2000
@@ -68,9 +81,17 @@ class TokenBucket:
 
 # Its handlers never use the ORM (the user and session are loaded by the auth
 # middleware, through database_sync_to_async): no per-message clean-up hop is needed.
+# HistoryRecoveryMixin comes first: it sees every message before it is dispatched.
 class ChatConsumer(  # type: ignore[misc]
-    NoPerMessageDatabaseCleanupMixin, RemoteControlMixin, AsyncJsonWebsocketConsumer
+    HistoryRecoveryMixin,
+    NoPerMessageDatabaseCleanupMixin,
+    RemoteControlMixin,
+    AsyncJsonWebsocketConsumer,
 ):
+    #: A new page shows the room's last lines; a reconnecting one, what it missed.
+    history_on_join = 100
+    #: The page gives its position in the URL only: no unrated recover frames.
+    recover_frames = False
     room: str | None = None
     group: str | None = None
     name: str = ""
@@ -105,6 +126,10 @@ class ChatConsumer(  # type: ignore[misc]
         # Diffs sent meanwhile wait in this channel's mailbox and are applied after the
         # list: they are idempotent, so one the list already reflects changes nothing.
         await self.send_json(await presence.snapshot(layer, self.group))
+
+    def history_groups(self) -> list[str]:
+        """The room's chat lines (joined after connect(), once the socket is accepted)."""
+        return [lines_group(self.room)] if self.room is not None else []
 
     def _display_name(self) -> str:
         user = self.scope.get("user")
@@ -152,7 +177,7 @@ class ChatConsumer(  # type: ignore[misc]
             await self._command(text)
             return
         await self.channel_layer.group_send(
-            self.group,
+            lines_group(self.room),  # type: ignore[arg-type]
             {"type": "chat.message", "text": text, "node": NODE_NAME, "name": self.name},
         )
 
@@ -176,8 +201,11 @@ class ChatConsumer(  # type: ignore[misc]
             await self.send_json({"type": "error", "text": "The worker is busy; try again."})
 
     async def chat_message(self, event: dict[str, Any]) -> None:
+        """A chat line, live or recovered, with its offset and epoch for the page to keep."""
+        kept = event.get("history") or {}
         await self.send_json({"type": "message", "text": event["text"], "node": event["node"],
-                              "name": event.get("name", "")})  # fmt: skip
+                              "name": event.get("name", ""), "offset": kept.get("offset"),
+                              "epoch": kept.get("epoch")})  # fmt: skip
 
     async def chat_private(self, event: dict[str, Any]) -> None:
         """A worker's answer to this user alone."""

@@ -15,6 +15,9 @@ import unicodedata
 # Letters, digits, "-" and "_": no ".", so no room name looks like an internal group.
 ROOM_NAME_RE = re.compile(r"[A-Za-z0-9_\-]{1,80}")
 ROOM_GROUP_PREFIX = "chat."
+#: A room's chat lines go to a group of their own, ``chatlog.<room>``, which keeps the
+#: last lines (CONFIG["history"]): presence diffs in ``chat.<room>`` are not worth keeping.
+LINES_GROUP_PREFIX = "chatlog."
 MAX_NAME_LENGTH = 40
 SESSION_NAME_KEY = "chat_name"
 # Control, format (zero-width, bidi overrides), line and paragraph separators,
@@ -35,6 +38,12 @@ def group_name(room: str) -> str:
     if not is_valid_room_name(room):
         raise ValueError(f"Invalid room name {room!r}")
     return ROOM_GROUP_PREFIX + room
+
+
+def lines_group(room: str) -> str:
+    """The history group of a room's chat lines, e.g. ``chatlog.lobby`` (ValueError if invalid)."""
+    group_name(room)
+    return LINES_GROUP_PREFIX + room
 
 
 def room_of_group(group: str) -> str | None:

@@ -1,7 +1,8 @@
 """The chat's backend worker (seed 002: backends and nodes talk both ways through Redis).
 
 Run it with ``python manage.py runworker chat-commands``. Any node sends chat commands
-to the normal channel ``chat-commands``; whichever worker takes one answers the room
+to the durable channel ``chat-commands`` (CONFIG["durable_channels"]: a command taken by
+a worker that dies is given to another after 5 s); whichever worker takes one answers the room
 (a group message, delivered on every node) or the user alone (their channel). Whatever
 a command's arguments, the worker answers politely and never raises.
 """
@@ -17,7 +18,7 @@ from channels.consumer import AsyncConsumer
 
 from broadcast_layer import ChannelFull, RedisUnavailable
 
-from .rooms import group_name, is_valid_room_name
+from .rooms import group_name, is_valid_room_name, lines_group
 
 COMMANDS_CHANNEL = "chat-commands"
 WORKER_NAME = "worker"
@@ -68,7 +69,7 @@ class CommandWorker(AsyncConsumer):  # type: ignore[misc]
             return
         text = f"{event['name']} rolled {random.randint(1, sides)} (1-{sides})"
         await self.channel_layer.group_send(
-            group_name(event["room"]), {"type": "chat.message", "text": text, "node": WORKER_NAME}
+            lines_group(event["room"]), {"type": "chat.message", "text": text, "node": WORKER_NAME}
         )
 
     async def _who(self, event: dict[str, Any]) -> None:

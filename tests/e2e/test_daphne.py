@@ -34,10 +34,14 @@ def join(node: DaphneNode, room: str) -> connect:
 
 
 async def receive(ws: ClientConnection) -> Any:
-    """The next message, skipping presence updates (the list, then diffs of joins and leaves)."""
-    while str((data := json.loads(await ws.recv())).get("type")).startswith("presence"):
+    """The next message, skipping presence updates (the list, then diffs of joins and leaves)
+    and the history recovery's report, without a line's offset and epoch."""
+    while str((data := json.loads(await ws.recv())).get("type")).startswith(
+        ("presence", "history.")
+    ):
         pass
-    data.pop("name", None)  # a random guest name
+    for key in ("name", "offset", "epoch"):  # a random guest name; the line's position
+        data.pop(key, None)
     return data
 
 
