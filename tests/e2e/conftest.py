@@ -121,12 +121,16 @@ def daphne(
     request.node.stash[_NODES] = started
 
     def start(
-        *names: str, env: dict[str, str] | None = None, app: str = "demo_chat.asgi:application"
+        *names: str,
+        env: dict[str, str] | None = None,
+        app: str = "demo_chat.asgi:application",
+        port: int | None = None,
     ) -> list[DaphneNode]:
+        """``port``: for one node restarted where a dead one was (its pages reconnect)."""
         nodes: list[DaphneNode] = []
         extra_env = env or {}
         for name in names:
-            port = _free_port()
+            node_port = port or _free_port()
             env = {
                 **os.environ,
                 "DJANGO_SETTINGS_MODULE": "demo_chat.settings",
@@ -134,12 +138,12 @@ def daphne(
                 "REDIS_URL": redis_url,
                 "NODE_NAME": name,
                 # The demo accepts WebSockets from exact origins only: this node's own.
-                "DEMO_ALLOWED_ORIGINS": f"http://127.0.0.1:{port}",
+                "DEMO_ALLOWED_ORIGINS": f"http://127.0.0.1:{node_port}",
                 **extra_env,
             }
             command = [
                 sys.executable, "-m", "daphne",
-                "-b", "127.0.0.1", "-p", str(port),
+                "-b", "127.0.0.1", "-p", str(node_port),
                 app,
             ]  # fmt: skip
             log_path = tmp_path / f"daphne-{name}.log"
@@ -152,7 +156,7 @@ def daphne(
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
-            nodes.append(DaphneNode(name, port, process, log_path))
+            nodes.append(DaphneNode(name, node_port, process, log_path))
             started.append(nodes[-1])
         _wait_until_listening(nodes)
         return nodes
