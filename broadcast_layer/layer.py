@@ -110,7 +110,6 @@ class BroadcastChannelLayer(BaseChannelLayer):
         self.nodes = LoopNodes(lambda: Node(self.config, self.serializer))
         """This layer's node on each event loop (internal: the layer's methods use it)."""
         self._sync_registry: SyncRegistry | None = None
-        self._sync_hosts: dict[int, SyncHost] = {}
         self.registry = Registry(self.config, self.nodes)
         """Async registry queries: ``await layer.registry.members("room42")``."""
 
@@ -261,16 +260,16 @@ class BroadcastChannelLayer(BaseChannelLayer):
     def sync_group_history(
         self, group: str, since: int | None = None, epoch: str | None = None, limit: int = 100
     ) -> HistoryPage:
-        """:meth:`group_history` from sync code (no event loop; blocks on one round trip)."""
+        """:meth:`group_history` from sync code: no event loop; one connection, closed after."""
         policy = self._history_policy(group, since, limit)
-        index = shard_index(group, len(self.config.hosts))
-        host = self._sync_hosts.get(index)
-        if host is None:
-            host = self._sync_hosts[index] = SyncHost(self.config.hosts[index],
-                                                      self.config.pool_limits)  # fmt: skip
+        spec = self.config.hosts[shard_index(group, len(self.config.hosts))]
         call = HistoryCalls(Keys(self.config.prefix)).read(group, policy, since, epoch, limit)
-        decode = history_decoder(self.config, self.serializer)
-        return build_page(host.run(call), since, epoch, decode)
+        host = SyncHost(spec, self.config.pool_limits)
+        try:
+            raw = host.run(call)
+        finally:
+            host.close()
+        return build_page(raw, since, epoch, history_decoder(self.config, self.serializer))
 
     def encode(self, message: dict[str, Any]) -> bytes:
         """Serialize a message as every node expects it (same for the emitter).

@@ -607,3 +607,18 @@ async def test_no_generated_form_gets_a_500_or_changes_the_registry(fuzz_target,
     assert len(received) == len(accepted)
     for message in received:
         assert require_valid_message_type(message["type"]) == message["type"]
+
+
+async def test_a_history_rooms_page_shows_its_last_messages(login, settings, make_layer):
+    history = {"chat.*": {"size": 100, "ttl": 60}}
+    settings.CHANNEL_LAYERS["default"]["CONFIG"]["history"] = history
+    layer = make_layer(history=history)
+    for n in range(25):
+        await layer.group_send("chat.kept", {"type": "chat.message", "text": f"line {n:02d}"})
+    client = await asyncio.to_thread(login, "viewer")
+    page = text(await get(client, room_url("chat.kept")))
+    assert "latest offset 25" in page
+    assert page.count('class="kept"') == 20  # the last 20, newest first
+    assert page.index("line 24") < page.index("line 05")
+    assert "line 04" not in page
+    assert 'id="kept-messages"' not in text(await get(client, room_url("lobby")))

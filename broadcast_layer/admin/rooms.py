@@ -21,6 +21,7 @@ from django.views.decorators.http import require_POST
 
 from .._protocol.validation import is_valid_group_name
 from ..exceptions import MessageTooLarge, RedisUnavailable
+from ..layer import HistoryPage, get_layer
 from ..models import Node, Room
 from ..registry import Member, RoomPage, SyncRegistry
 from . import actions
@@ -29,6 +30,8 @@ from .forms import MemberForm, RoomQuery, SendMessageForm
 
 #: A room page lists at most this many members (the registry returns them all).
 MEMBERS_SHOWN = 1000
+#: A history group's page shows its last this many messages, newest first.
+MESSAGES_SHOWN = 20
 #: To fill one page of search results, ask the registry at most this many times; each
 #: call examines up to ``registry.SCAN_BUDGET`` (20 000) room names.
 SEARCH_CALLS = 5
@@ -157,12 +160,25 @@ class RoomAdmin(RegistryAdmin):
                 size, nodes = counts.size, counts.nodes
             except RedisUnavailable as exc:
                 members, context["redis_error"] = [], exc
+            context |= self._kept_messages(name)
             context |= {
                 "members": [_member_row(request, member) for member in members],
                 "hidden": max(0, size - len(members)),
                 "summary": f"{count(size, 'member')} on {count(nodes, 'node')}",
             }
         return self.render(request, "room_detail.html", context)
+
+    def _kept_messages(self, name: str) -> dict[str, Any]:
+        """The last messages of a history group (CONFIG["history"]), for the room page."""
+        layer = get_layer(self.layer_alias)
+        if layer.config.history_for(name) is None:
+            return {}
+        try:
+            page: HistoryPage = layer.sync_group_history(name, limit=MESSAGES_SHOWN)
+        except RedisUnavailable:
+            return {}
+        rows = [(item.offset, _kept_text(item.message)) for item in reversed(page.messages)]
+        return {"kept": rows, "kept_epoch": page.epoch, "kept_top": page.top}
 
     def _send(self, request: HttpRequest, name: str, form: SendMessageForm) -> HttpResponse:
         message = form.message()
@@ -217,6 +233,12 @@ class RoomAdmin(RegistryAdmin):
             messages.error(request, f"Invalid channel: {' '.join(form.errors['channel'])}")
             return name, None
         return name, form.cleaned_data["channel"]
+
+
+def _kept_text(message: dict[str, Any]) -> str:
+    """A kept message on one line: its JSON without the history stamp, cut at 300."""
+    body = {key: value for key, value in message.items() if key != "history"}
+    return json.dumps(body, default=repr)[:300]
 
 
 def _room_name(object_id: str) -> str:
