@@ -87,7 +87,7 @@ async def _run(url: str, sends: int, size: int) -> dict[str, Any]:
         client.close()
         await sender.close()
         await member.close()
-    report: dict[str, Any] = {"sends": done, "payload_bytes": len(sender.encode(message))}
+    report: dict[str, Any] = {"sends": done, "payload_bytes": len(sender.encode_group(message))}
     for kind, row in totals.items():
         # A send is one EVALSHA (history) or one PUBLISH (plain) from the client; the
         # PUBLISH and XADD a script runs inside Redis are counted too, so subtract them.
