@@ -28,7 +28,8 @@ application = ProtocolTypeRouter(
         "websocket": OriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns)), settings.CHAT_ALLOWED_ORIGINS
         ),
-        # `manage.py runworker chat-commands`: the backend that answers /roll and /who.
+        # `manage.py runworker chat-commands` (or `chat_worker`, which acknowledges each
+        # command after answering it): the backend that answers /roll and /who.
         "channel": ChannelNameRouter(worker_channels),
     }
 )

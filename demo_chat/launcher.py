@@ -56,7 +56,7 @@ def _start_nodes(
     env: dict[str, str], nodes: list[tuple[str, int]]
 ) -> list[subprocess.Popen[bytes]]:
     # The backend worker of seed 002: answers /roll and /who from any node.
-    processes = [subprocess.Popen([sys.executable, "manage.py", "runworker", "chat-commands"],
+    processes = [subprocess.Popen([sys.executable, "manage.py", "chat_worker"],
                                   cwd=ROOT, env={**env, "NODE_NAME": "worker"})]  # fmt: skip
     for name, port in nodes:
         processes.append(

@@ -21,10 +21,12 @@ from django.test import RequestFactory
 
 from broadcast_layer.layer import BroadcastChannelLayer
 from demo_chat.chat import consumers, presence, views
+from demo_chat.chat.management.commands import chat_worker
 from demo_chat.chat.rooms import clean_display_name, group_name, room_of_group
 from demo_chat.chat.routing import websocket_urlpatterns
-from demo_chat.chat.worker import ROLL_USAGE, CommandWorker, parse_sides
+from demo_chat.chat.worker import COMMANDS_CHANNEL, ROLL_USAGE, CommandWorker, parse_sides
 
+from . import faults
 from .conftest import eventually, nothing_arrives, within
 
 TIMEOUT = 10
@@ -292,3 +294,27 @@ def test_websocket_origins_are_exact_host_port_pairs(monkeypatch):
     assert "http://127.0.0.1:9001" in origins
     assert "http://localhost:9002" in origins
     assert all(origin.rsplit(":", 1)[1] in {"9001", "9002"} for origin in origins)
+
+
+@pytest.mark.slow
+async def test_a_roll_taken_by_a_killed_worker_is_answered_by_the_next(layer, node_processes):
+    """`kill -9` a worker holding a /roll: the demo's chat_worker answers it after
+    claim_after (5 s), because chat-commands is a durable channel."""
+    durable = json.dumps(DEMO_CONFIG["durable_channels"])
+    doomed = await asyncio.to_thread(node_processes, env={"DURABLE_CHANNELS": durable})
+    member = await layer.new_channel()
+    await layer.group_add("chatlog.lobby", member)
+    await layer.send(COMMANDS_CHANNEL, {"type": "chat.command", "command": "/roll", "args": "",
+                                        "room": "lobby", "name": "Ann",
+                                        "reply_channel": member})  # fmt: skip
+    taken = await asyncio.to_thread(doomed.ask, op="receive", channel=COMMANDS_CHANNEL)
+    assert taken["message"]["command"] == "/roll"
+    faults.sigkill(doomed.process)  # dies before answering
+    stop = asyncio.Event()
+    worker = asyncio.create_task(chat_worker.serve(stop))
+    try:
+        rolled = await within(layer.receive(member), seconds=30)
+        assert rolled["text"].startswith("Ann rolled ")
+    finally:
+        stop.set()
+        await within(worker)

@@ -1,10 +1,11 @@
 """The chat's backend worker (seed 002: backends and nodes talk both ways through Redis).
 
-Run it with ``python manage.py runworker chat-commands``. Any node sends chat commands
-to the durable channel ``chat-commands`` (CONFIG["durable_channels"]: a command taken by
-a worker that dies is given to another after 5 s); whichever worker takes one answers the room
-(a group message, delivered on every node) or the user alone (their channel). Whatever
-a command's arguments, the worker answers politely and never raises.
+Run it with ``python manage.py chat_worker`` (or ``runworker chat-commands``). Any node
+sends chat commands to the durable channel ``chat-commands`` (CONFIG["durable_channels"]:
+a command taken by a worker that dies is given to another after 5 s); whichever worker
+takes one answers the room's lines (a group message, delivered on every node) or the
+user alone (their channel). Whatever a command's arguments, the worker answers politely
+and never raises.
 """
 
 from __future__ import annotations

@@ -25,12 +25,12 @@ WAIT_MS = 15_000
 
 @pytest.fixture
 def worker(redis_url: str, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`manage.py runworker chat-commands`, the demo's backend."""
+    """`manage.py chat_worker`, the demo's backend."""
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "demo_chat.settings", "REDIS_URL": redis_url,
            "DJANGO_SECRET_KEY": "e2e-tests-only-not-secret", **FAST_REGISTRY}  # fmt: skip
     with (tmp_path / "worker.log").open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "manage.py", "runworker", "chat-commands"],
+            [sys.executable, "manage.py", "chat_worker"],
             cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     yield process
