@@ -51,6 +51,7 @@ class Phase:
     name: str
     fault_at: float
     restored_at: float = 0.0
+    fault_done_at: float = 0.0
     sends: list[int] = field(default_factory=list)
 
 
@@ -153,6 +154,7 @@ async def test_chaos_client_kill_node_kill_and_data_losing_restart(chaos_redis, 
             phase = Phase("client_kill", time.monotonic())
             phases.append(phase)
             await asyncio.to_thread(faults.kill_clients, url)
+            phase.fault_done_at = time.monotonic()
             phase.restored_at = await restored(url, pubsub_channel, 3, phase.fault_at)
             await asyncio.sleep(1.5)
 
@@ -212,8 +214,13 @@ async def test_chaos_client_kill_node_kill_and_data_losing_restart(chaos_redis, 
             if os.environ.get("CHAOS_REPORT"):
                 path = Path(os.environ["CHAOS_REPORT"])
                 await asyncio.to_thread(path.write_text, json.dumps(report, indent=2))
-        # A dropped pooled connection costs the sender nothing (retried before sending).
-        assert report["phases"]["client_kill"]["refused"] == 0, report
+        # A dropped idle pooled connection costs the sender nothing (retried before sending).
+        # Only a send in flight while the connections were being killed may fail (its
+        # PUBLISH may or may not have run, so it is not retried); none after the kill.
+        kill = phases[0]
+        refused = [s for s in log if s.n in set(kill.sends) and not s.ok]
+        assert len(refused) <= 1, report
+        assert all(s.started <= kill.fault_done_at for s in refused), (refused, report)
         for name, counts in report["phases"].items():
             assert counts["duplicated"] == 0, (name, counts)
             assert counts["reordered"] == 0, (name, counts)
