@@ -1,6 +1,6 @@
 """Django system checks for CHANNEL_LAYERS entries that use this layer.
 
-IDs are stable and documented in docs/configuration.md. Only W002 touches the network,
+IDs are stable and documented in docs/configuration.md. Only W002 and W003 touch the network,
 and only when asked: ``manage.py check --deploy`` with ``BROADCAST_LAYER_CHECK_REDIS``.
 """
 
@@ -11,8 +11,10 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from redis.exceptions import RedisClusterException, RedisError
 
-from .conf import connection_option_errors
+from ._redis.clients import cluster_versions
+from .conf import LayerConfig, connection_option_errors
 
 BACKEND = "broadcast_layer.layer.BroadcastChannelLayer"
 
@@ -81,8 +83,9 @@ def check_config(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
 @register(Tags.compatibility, deploy=True)
 def check_redis_reachable(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """W002 (``check --deploy`` with ``BROADCAST_LAYER_CHECK_REDIS = True`` only): a
-    configured Redis host does not answer PING. Off by default, so a build without Redis
-    passes; a warning, never an error."""
+    configured Redis host does not answer PING (with ``cluster``: no startup node
+    answers), and W003: a cluster master is older than Redis 7. Off by default, so a
+    build without Redis passes; warnings, never errors."""
     if not getattr(settings, "BROADCAST_LAYER_CHECK_REDIS", False):
         return []
     from asgiref.sync import async_to_sync
@@ -93,6 +96,9 @@ def check_redis_reachable(app_configs: Any = None, **kwargs: Any) -> list[CheckM
             layer = _build(config)
         except (TypeError, ValueError):
             continue  # reported by E001
+        if layer.config.cluster:
+            messages += _check_cluster(alias, layer.config)
+            continue
         try:
             async_to_sync(layer.ping)()
         except ConnectionError as exc:
@@ -105,3 +111,44 @@ def check_redis_reachable(app_configs: Any = None, **kwargs: Any) -> list[CheckM
                 )
             )
     return messages
+
+
+#: The first Redis with sharded pub/sub (SSUBSCRIBE/SPUBLISH).
+CLUSTER_MIN_VERSION = (7, 0)
+
+
+def _check_cluster(alias: str, config: LayerConfig) -> list[CheckMessage]:
+    """W002 for a cluster no startup node answers; W003 for a master older than Redis 7."""
+    from asgiref.sync import async_to_sync
+
+    try:
+        versions = async_to_sync(cluster_versions)(config.hosts)
+    except (RedisError, RedisClusterException, OSError) as exc:
+        return [
+            Warning(
+                f"CHANNEL_LAYERS[{alias!r}]: the Redis Cluster is unreachable ({exc}).",
+                hint="Start the cluster or correct CONFIG['hosts'] (its startup nodes); unset "
+                "BROADCAST_LAYER_CHECK_REDIS where no Redis is expected (a build).",
+                id="broadcast_layer.W002",
+            )
+        ]
+    old = too_old(versions)
+    if not old:
+        return []
+    return [
+        Warning(
+            f"CHANNEL_LAYERS[{alias!r}]: cluster masters older than Redis 7: {', '.join(old)}.",
+            hint="CONFIG['cluster'] needs sharded pub/sub (SSUBSCRIBE/SPUBLISH), new in "
+            "Redis 7.0: upgrade the cluster (docs/cluster.md).",
+            id="broadcast_layer.W003",
+        )
+    ]
+
+
+def too_old(versions: dict[str, str]) -> list[str]:
+    """``"name (version)"`` of each master older than :data:`CLUSTER_MIN_VERSION`, sorted."""
+    return sorted(
+        f"{name} ({version})"
+        for name, version in versions.items()
+        if tuple(int(part) for part in version.split(".")[:2]) < CLUSTER_MIN_VERSION
+    )

@@ -77,6 +77,12 @@ def _encryption_keys(name: str, keys: Any) -> tuple[str | bytes, ...] | None:
     return tuple(keys) if keys else None
 
 
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"CONFIG[{name!r}] must be True or False, got {value!r}")
+    return value
+
+
 def _as_given(name: str, value: Any) -> Any:
     """No check here: the layer refuses an unknown serializer_format when it builds one."""
     return value
@@ -336,6 +342,11 @@ class LayerConfig:
         kind="list of URL / `(host, port)` / dict", channels_redis="same",
         shown_default='`["redis://localhost:6379"]`',
     )  # fmt: skip
+    cluster: bool = _option(
+        default=False, accepts="bool", validate=_flag,
+        doc="`hosts` are the startup nodes of one Redis Cluster (Redis 7+, sharded pub/sub)",
+        kind="bool",
+    )  # fmt: skip
     prefix: str = _option(
         default="asgi", accepts="str", validate=_prefix,
         doc="Starts every Redis key and pub/sub channel name", kind="str",
@@ -466,6 +477,10 @@ def build_config(config: Mapping[str, Any]) -> LayerConfig:
         raise ConfigurationError(
             f"CONFIG['node_ttl'] ({values['node_ttl']}) must exceed heartbeat_interval"
             f" ({values['heartbeat_interval']})"
+        )
+    if values["cluster"] and any("master_name" in host for host in values["hosts"]):
+        raise ConfigurationError(
+            "CONFIG['hosts']: a cluster's hosts are its nodes' addresses, not Sentinel entries"
         )
     return LayerConfig(**values)
 

@@ -74,6 +74,7 @@ class BroadcastChannelLayer(BaseChannelLayer):
     def __init__(
         self,
         hosts: Sequence[Any] | None = None,
+        cluster: bool = False,
         prefix: str = "asgi",
         expiry: float = 60,
         group_expiry: float = 86400,

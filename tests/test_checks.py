@@ -51,6 +51,20 @@ def test_an_unreachable_redis_is_w002_when_asked_with_deploy(settings, redis_url
     assert _ids(settings, {"hosts": [redis_url]}, deploy=True) == []
 
 
+def test_a_cluster_is_checked_when_asked(settings, redis_cluster):
+    """With cluster, W002 asks the startup nodes for the masters (and their versions)."""
+    settings.BROADCAST_LAYER_CHECK_REDIS = True
+    config = {"hosts": [redis_cluster.url], "cluster": True}
+    assert _ids(settings, config) == []
+    assert _ids(settings, config, deploy=True) == []
+    assert _ids(settings, {**config, "hosts": [DEAD]}, deploy=True) == ["broadcast_layer.W002"]
+
+
+def test_a_master_older_than_redis_7_is_named():
+    versions = {"10.0.0.1:6379": "7.2.4", "10.0.0.2:6379": "6.2.14", "10.0.0.3:6379": "10.0.1"}
+    assert checks.too_old(versions) == ["10.0.0.2:6379 (6.2.14)"]
+
+
 @pytest.mark.parametrize("asked", [False, True])
 def test_check_deploy_passes_on_a_machine_without_redis(asked):
     """A build runs `manage.py check --deploy` where no Redis listens: exit status 0."""
@@ -81,6 +95,7 @@ def test_every_check_id_is_documented():
         "broadcast_layer.E003",
         "broadcast_layer.W001",
         "broadcast_layer.W002",
+        "broadcast_layer.W003",
     ]
     documented = re.findall(r"^\| `(broadcast_layer\.[EW]\d{3})` \|", docs, flags=re.M)
     assert len(documented) == len(set(documented)), "a check ID is listed twice"

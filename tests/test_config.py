@@ -59,6 +59,11 @@ def test_an_unknown_key_fails_at_construction_and_names_it():
         ({"max_message_size": 0}, "max_message_size"),
         ({"failover_timeout": 0}, "failover_timeout"),
         ({"hosts": [{"master_name": "mymaster"}]}, "sentinels"),
+        ({"cluster": 1}, "cluster"),
+        (
+            {"cluster": True, "hosts": [{"sentinels": [("h", 26379)], "master_name": "m"}]},
+            "Sentinel",
+        ),
     ],
 )
 def test_bad_values_raise_configuration_error_naming_the_key(config, names):
@@ -309,12 +314,32 @@ def test_every_option_reaches_the_layers_config(name):
     """A value given for a key is validated and stored (not dropped on the way)."""
     given = {"hosts": ["redis://example:6380/1"], "prefix": "p", "channel_capacity": {"a*": 3},
              "symmetric_encryption_keys": ["k"], "serializer_format": "json",
-             "node_ttl": 99.5,
+             "node_ttl": 99.5, "cluster": True,
              "history": {"chat.*": {"size": 5, "ttl": 60}},
              "durable_channels": {"jobs.*": {"claim_after": 5}}}.get(name, 7)  # fmt: skip
     layer = BroadcastChannelLayer(**{name: given})
     assert getattr(layer.config, name) == conf.OPTIONS[name].validate(name, given)
     assert getattr(layer.config, name) != getattr(BroadcastChannelLayer().config, name)
+
+
+async def test_a_cluster_client_takes_its_startup_nodes_and_tls_from_hosts():
+    """rediss:// makes every cluster connection TLS; the first entry's password is used."""
+    from redis.asyncio.connection import SSLConnection
+
+    from broadcast_layer._redis.clients import make_cluster_client
+
+    config = conf.build_config(
+        {"hosts": ["rediss://:secret@10.0.0.1:7000", ("10.0.0.2", 7001)], "cluster": True}
+    )
+    client = make_cluster_client(config.hosts)
+    try:
+        assert sorted(client.nodes_manager.startup_nodes) == ["10.0.0.1:7000", "10.0.0.2:7001"]
+        kwargs = client.nodes_manager.connection_kwargs
+        assert issubclass(kwargs["connection_class"], SSLConnection)
+        assert kwargs["password"] == "secret"
+        assert client.retry.get_retries() == 0  # retry.py decides what is sent again
+    finally:
+        await client.aclose()
 
 
 def test_build_config_names_an_unknown_key():

@@ -19,7 +19,11 @@ import redis.connection
 import redis.sentinel
 from channels_redis.utils import create_pool
 from redis import asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection as AsyncAbstractConnection
+from redis.asyncio.connection import Connection as AsyncConnection
+from redis.asyncio.connection import SSLConnection as AsyncSSLConnection
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry as SyncRetry
@@ -157,6 +161,62 @@ def make_client(
     """
     pool = make_waiting(make_pool(host, watch), host, limits)
     return aioredis.Redis(connection_pool=guard_pool(pool))
+
+
+def _cluster_node(host: dict[str, Any]) -> tuple[ClusterNode, dict[str, Any]]:
+    """A startup node for one ``hosts`` entry, and the connection options it carries."""
+    options = dict(host)
+    if "address" in options:
+        address = options.pop("address")
+        if not isinstance(address, str):
+            raise ValueError(f"a cluster node needs a redis:// or rediss:// URL, got {address!r}")
+        options.update(parse_url(address))
+    options.pop("db", None)  # a cluster has database 0 only
+    name, port = options.pop("host", "localhost"), int(options.pop("port", 6379))
+    if options.pop("connection_class", None) is AsyncSSLConnection:
+        options["ssl"] = True
+    return ClusterNode(name, port), options
+
+
+def make_cluster_client(
+    hosts: tuple[dict[str, Any], ...], limits: PoolLimits = DEFAULT_LIMITS
+) -> RedisCluster:
+    """A redis-py asyncio cluster client with ``hosts`` as startup nodes, guarded.
+
+    Connection options (password, TLS through ``rediss://``, timeouts) come from the
+    first entry. redis-py's own retries are off (``retry.py`` decides what may be sent
+    again), so a SPUBLISH whose connection dropped after sending is never doubled;
+    MOVED and ASK redirections are still followed (the first node did not run it).
+    """
+    nodes, options = zip(*(_cluster_node(host) for host in hosts), strict=True)
+    client = RedisCluster(
+        startup_nodes=list(nodes),
+        max_connections=limits.max_connections,
+        retry=AsyncRetry(NoBackoff(), 0),
+        **options[0],
+    )
+    base = AsyncSSLConnection if options[0].get("ssl") else AsyncConnection
+    guarded = _guarded(base, _AsyncGuard)
+    client.nodes_manager.connection_kwargs["connection_class"] = guarded
+    for node in client.nodes_manager.startup_nodes.values():
+        node.connection_class = guarded
+    return client
+
+
+async def cluster_versions(hosts: tuple[dict[str, Any], ...]) -> dict[str, str]:
+    """Each master's Redis version, by ``host:port`` (for the system check).
+
+    Raises redis-py's errors when no startup node answers or the cluster is down.
+    """
+    client = make_cluster_client(hosts)
+    try:
+        await client.initialize()
+        replies = await client.info("server", target_nodes=RedisCluster.PRIMARIES)
+        if "redis_version" in replies:  # one master: redis-py returns its reply alone
+            replies = {client.get_primaries()[0].name: replies}
+        return {name: str(info["redis_version"]) for name, info in replies.items()}
+    finally:
+        await client.aclose()
 
 
 async def close_pool(pool: Any) -> None:

@@ -13,7 +13,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from redis.exceptions import AuthenticationError, AuthorizationError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    ClusterDownError,
+    MasterDownError,
+    RedisClusterException,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -78,6 +86,12 @@ def unavailable(exc: BaseException) -> RedisUnavailable:
     return RedisUnavailable(f"Redis is unreachable: {exc}")
 
 
+#: Errors a public entry point reports as RedisUnavailable: a lost connection, and a
+#: cluster that cannot serve the slot right now (mid-failover, or no node answers).
+_OUTAGE = (RedisConnectionError, RedisTimeoutError, ClusterDownError, MasterDownError,
+           TryAgainError, SlotNotCoveredError, RedisClusterException)  # fmt: skip
+
+
 class _RedisErrors:
     """``async with redis_errors:``: connection errors inside become :class:`RedisUnavailable`.
 
@@ -92,7 +106,7 @@ class _RedisErrors:
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                         tb: object) -> None:  # fmt: skip
-        if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+        if isinstance(exc, _OUTAGE):
             raise unavailable(exc) from exc
 
 
@@ -105,5 +119,5 @@ def sync_redis_errors() -> Iterator[None]:
     """The synchronous twin of :data:`redis_errors`."""
     try:
         yield
-    except (RedisConnectionError, RedisTimeoutError) as exc:
+    except _OUTAGE as exc:
         raise unavailable(exc) from exc

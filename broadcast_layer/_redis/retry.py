@@ -20,7 +20,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from redis.exceptions import AuthenticationError, AuthorizationError, BusyLoadingError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    BusyLoadingError,
+    ClusterDownError,
+    MasterDownError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 
 from .. import _metrics
 from .errors import CONNECTION_ERRORS, NotSent, pool_exhausted
@@ -80,12 +88,18 @@ def raise_if_cancelled() -> None:
         raise asyncio.CancelledError
 
 
+#: Replies of a server that refused a command without running it: LOADING, and a
+#: cluster between owners (CLUSTERDOWN, TRYAGAIN, MASTERDOWN, a slot not covered yet).
+_REFUSED = (BusyLoadingError, ClusterDownError, MasterDownError, SlotNotCoveredError,
+            TryAgainError)  # fmt: skip
+
+
 def retryable(exc: BaseException, idempotent: bool) -> bool:
     """Whether a call that raised ``exc`` may be tried again without applying a write twice."""
     if pool_exhausted(exc) or isinstance(exc, (AuthenticationError, AuthorizationError)):
         return False  # not an outage: trying again only delays the real error
-    if isinstance(exc, (NotSent, BusyLoadingError)):
-        return True  # never written, or refused unexecuted (LOADING)
+    if isinstance(exc, (NotSent, *_REFUSED)):
+        return True  # never written, or refused unexecuted (LOADING, a cluster mid-failover)
     return idempotent and isinstance(exc, CONNECTION_ERRORS)
 
 
