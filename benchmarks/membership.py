@@ -62,12 +62,14 @@ def seed_rooms(url: str, prefix: str, count: int) -> float:
     client = redis.Redis.from_url(url)
     started = time.monotonic()
     try:
-        script = client.register_script(scripts.JOIN)
+        registered = {source: client.register_script(source)
+                      for source in (scripts.JOIN_GROUP, scripts.JOIN_RECORD)}  # fmt: skip
         for start in range(0, count, 2000):
             pipe = client.pipeline(transaction=False)
             for i in range(start, min(count, start + 2000)):
-                call = calls.join(f"room{i:06d}", f"specific.seed!{i:06d}", "seed")
-                script(keys=list(call.keys), args=list(call.args), client=pipe)
+                for call in calls.join(f"room{i:06d}", f"specific.seed!{i:06d}", "seed"):
+                    registered[call.script](keys=list(call.keys), args=list(call.args),
+                                            client=pipe)  # fmt: skip
             pipe.execute()
     finally:
         client.close()

@@ -32,11 +32,11 @@ return found
 
 
 def fill(client: redis.Redis, keys: Keys, names: list[str]) -> None:
-    client.delete(keys.rooms_by_name, keys.rooms_by_size)
+    client.delete(keys.rooms_by_name(), keys.rooms_by_size())
     for start in range(0, len(names), 10_000):
         chunk = names[start : start + 10_000]
-        client.zadd(keys.rooms_by_name, dict.fromkeys(chunk, 0))
-        client.zadd(keys.rooms_by_size, dict.fromkeys(chunk, 1))
+        client.zadd(keys.rooms_by_name(), dict.fromkeys(chunk, 0))
+        client.zadd(keys.rooms_by_size(), dict.fromkeys(chunk, 1))
 
 
 def usec_per_call(client: redis.Redis, run: object) -> tuple[float, int]:
@@ -70,7 +70,7 @@ def main() -> None:
             rows.append((f"`{pattern}`, 200 rooms of 40 characters", per_call, calls))
         for old in ("^.*a.*a.*a.*b$", "^.*a.*a.*a.*a.*b$"):
             start = time.perf_counter()
-            client.eval(OLD_MATCH, 1, keys.rooms_by_name, old)
+            client.eval(OLD_MATCH, 1, keys.rooms_by_name(), old)
             before = (time.perf_counter() - start) * 1e6
             rows.append((f"before: Lua pattern `{old}`, same rooms", before, 1))
 

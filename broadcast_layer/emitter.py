@@ -71,10 +71,11 @@ class Emitter:
 
     def __init__(self, alias: str = "default") -> None:
         self.layer = get_layer(alias)
-        self._keys = Keys(self.layer.config.prefix)
+        config = self.layer.config
+        self._keys = Keys(config.prefix, config.cluster)
         self._history = HistoryCalls(self._keys)
-        limits = self.layer.config.pool_limits
-        self._hosts = [SyncHost(spec, limits) for spec in self.layer.config.hosts]
+        specs = [config.hosts] if config.cluster else config.hosts  # a cluster is one host
+        self._hosts = [SyncHost(spec, config.pool_limits) for spec in specs]
 
     def _host(self, name: str) -> SyncHost:
         return self._hosts[shard_index(name, len(self._hosts))]

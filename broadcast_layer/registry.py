@@ -9,6 +9,7 @@ admin pages and management commands. The registry lives on the first configured 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
@@ -16,12 +17,13 @@ from typing import Any, Literal, TypeVar
 from ._aliases import configured, not_ours
 from ._node.loops import LoopNodes
 from ._protocol import scripts
-from ._protocol.globs import compile_glob
+from ._protocol.globs import Glob, compile_glob
 from ._protocol.keys import Keys, node_of
+from ._protocol.records import RecordCalls
 from ._protocol.records import text as _text
-from ._protocol.scripts import Call
+from ._protocol.scripts import Call, Plan
 from ._protocol.validation import require_valid_channel_name, require_valid_group_name
-from ._redis.errors import redis_errors
+from ._redis.errors import redis_errors, sync_redis_errors
 from ._redis.host import SyncHost
 from ._redis.singleflight import SingleFlight
 from .conf import LayerConfig
@@ -47,6 +49,9 @@ MATCH_STEP_BUDGET = 200_000
 MAX_PAGE = 1000
 #: The largest ``offset`` of :meth:`Registry.rooms` (beyond any real index).
 MAX_OFFSET = 2**31 - 1
+#: On a cluster, the largest ``offset + limit`` of :meth:`Registry.rooms`: each of the
+#: index shards reads that many names, and the pages are merged.
+MAX_CLUSTER_WINDOW = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,18 +127,21 @@ def _record(channel: str, node: str | None, raw: Any) -> ChannelInfo:
 
 
 class RegistryCalls:
-    """Builds every registry read as a :class:`Call` (no I/O here).
+    """Builds every registry read as a :data:`~._protocol.scripts.Plan` (no I/O here).
 
-    The writes, made by the nodes, are built in ``_protocol/records.py``.
+    Most are one call; on a cluster the ones that span groups or nodes read each index
+    shard, or each node's slot, in one step and merge in Python. The writes, made by the
+    nodes, are built in ``_protocol/records.py``.
     """
 
     def __init__(self, config: LayerConfig) -> None:
         self.config = config
-        self.keys = Keys(config.prefix)
+        self.keys = Keys(config.prefix, config.cluster)
+        self._records = RecordCalls(self.keys, config.node_ttl)
 
     def rooms(
         self, pattern: str | None = None, order: Order = "name", offset: int = 0, limit: int = 50
-    ) -> Call[RoomPage]:
+    ) -> Plan[RoomPage]:
         if order not in ("name", "size"):
             raise ValueError(f"order must be 'name' or 'size', got {order!r}")
         if not (
@@ -143,79 +151,114 @@ class RegistryCalls:
             and 0 <= offset <= MAX_OFFSET
         ):
             raise ValueError(f"limit must be 1..{MAX_PAGE} and offset 0..{MAX_OFFSET}")
-
-        def parse(reply: list[Any]) -> RoomPage:
-            flat = reply[2:]
-            rooms = tuple(
-                Room(_text(flat[i]), int(float(flat[i + 1])), int(flat[i + 2]))
-                for i in range(0, len(flat), 3)
-            )
-            next_offset = int(reply[1])
-            return RoomPage(rooms, int(reply[0]), None if next_offset < 0 else next_offset)
-
+        shards = self.keys.shards
+        if shards > 1 and offset + limit > MAX_CLUSTER_WINDOW:
+            raise ValueError(f"on a cluster, offset + limit must be at most {MAX_CLUSTER_WINDOW}")
         glob = compile_glob(pattern) if pattern else None
+        return self._rooms(order, offset, limit, glob)
+
+    def _rooms(
+        self, order: Order, offset: int, limit: int, glob: Glob | None
+    ) -> Generator[list[Call[Any]], list[Any], RoomPage]:
         tokens = () if glob is None or glob.matches_everything else glob.tokens
         literal = glob.prefix if tokens and glob else ""
         # Every name starting with `literal` sorts before this string (names are ASCII).
         literal_end = literal[:-1] + chr(ord(literal[-1]) + 1) if literal else ""
-        return Call(
-            scripts.ROOMS,
-            [self.keys.rooms_by_name, self.keys.rooms_by_size, self.keys.nodes],
-            [order, offset, limit, SCAN_BUDGET, MATCH_STEP_BUDGET, self.keys.prefix,
-             self.config.node_ttl, literal, literal_end, *tokens],
-            parse,
-        )  # fmt: skip
+        yield from self._records.reap()  # dead nodes' members are not counted
+        shards = self.keys.shards
+        # One shard reads the page itself; several each read their first offset + limit.
+        start, count = (offset, limit) if shards == 1 else (0, offset + limit)
+        pages: list[RoomPage] = yield [
+            Call(scripts.ROOMS, [self.keys.rooms_by_name(shard), self.keys.rooms_by_size(shard)],
+                 [order, start, count, SCAN_BUDGET, MATCH_STEP_BUDGET,
+                  *self.keys.member_nodes_parts(shard), literal, literal_end, *tokens],
+                 _room_page)
+            for shard in range(shards)
+        ]  # fmt: skip
+        if shards == 1:
+            return pages[0]
+        rooms = sorted((room for page in pages for room in page.rooms), key=lambda r: r.name,
+                       reverse=order == "size")  # fmt: skip
+        if order == "size":  # as ZREVRANGE: larger first, then names in reverse order
+            rooms.sort(key=lambda room: -room.size)
+        more = len(rooms) > offset + limit or any(page.next_offset is not None for page in pages)
+        return RoomPage(tuple(rooms[offset : offset + limit]),
+                        sum(page.total for page in pages),
+                        offset + limit if more else None)  # fmt: skip
 
-    def room_size(self, group: str) -> Call[int]:
+    def room_size(self, group: str) -> Plan[int]:
         require_valid_group_name(group)
-        return Call(scripts.ROOM_SIZE, [self.keys.members(group)], [self.config.group_expiry], int)
+        return _one(Call(scripts.ROOM_SIZE, [self.keys.members(group)],
+                         [self.config.group_expiry], int))  # fmt: skip
 
-    def room(self, group: str) -> Call[Room]:
+    def room(self, group: str) -> Plan[Room]:
         require_valid_group_name(group)
-        return Call(
+        return _one(Call(
             scripts.ROOM, [self.keys.members(group), self.keys.member_nodes(group)],
             [self.config.group_expiry], lambda reply: Room(group, int(reply[0]), int(reply[1])),
-        )  # fmt: skip
+        ))  # fmt: skip
 
-    def members_per_node(self, group: str) -> Call[dict[str, int]]:
+    def members_per_node(self, group: str) -> Plan[dict[str, int]]:
         require_valid_group_name(group)
-        keys = self.keys
-        return Call(
-            scripts.MEMBERS_PER_NODE, [keys.member_nodes(group), keys.nodes],
-            [self.config.node_ttl],
-            lambda reply: {_text(reply[i]): int(reply[i + 1]) for i in range(0, len(reply), 2)},
-        )  # fmt: skip
+        return self._members_per_node(group)
 
-    def members(self, group: str, offset: int = 0, limit: int | None = None) -> Call[list[Member]]:
+    def _members_per_node(
+        self, group: str
+    ) -> Generator[list[Call[Any]], list[Any], dict[str, int]]:
+        [counts] = yield [Call(scripts.HGETALL, [self.keys.member_nodes(group)], [], _pairs)]
+        alive = yield from self._alive(list(counts))
+        return {node: int(count) for node, count in counts.items() if node in alive}
+
+    def _alive(self, node_ids: list[str]) -> Generator[list[Call[Any]], list[Any], set[str]]:
+        """Which of ``node_ids`` are alive: one ALIVE call per node index shard."""
+        by_shard: dict[int, list[str]] = {}
+        for node_id in node_ids:
+            by_shard.setdefault(self.keys.shard(node_id), []).append(node_id)
+        if not by_shard:
+            return set()
+        replies = yield [Call(scripts.ALIVE, [self.keys.nodes(shard)],
+                              [self.config.node_ttl, *ids], list)
+                         for shard, ids in by_shard.items()]  # fmt: skip
+        return {node_id for ids, flags in zip(by_shard.values(), replies, strict=True)
+                for node_id, flag in zip(ids, flags, strict=True) if int(flag)}  # fmt: skip
+
+    def members(self, group: str, offset: int = 0, limit: int | None = None) -> Plan[list[Member]]:
         require_valid_group_name(group)
         if not (_is_int(offset) and 0 <= offset <= MAX_OFFSET) or (
             limit is not None and not (_is_int(limit) and 1 <= limit <= MAX_OFFSET)
         ):
             raise ValueError(f"offset must be 0..{MAX_OFFSET} and limit 1..{MAX_OFFSET}")
+        return self._members(group, offset, -1 if limit is None else limit)
 
-        def parse(reply: list[Any]) -> list[Member]:
-            members = []
-            for i in range(0, len(reply), 4):
-                node, metadata = _text(reply[i + 2]) or None, reply[i + 3]
-                members.append(
-                    Member(
-                        _text(reply[i]),
-                        node,
-                        _time(reply[i + 1]),
-                        json.loads(metadata) if metadata else {},
-                    )
-                )
-            return members
+    def _members(
+        self, group: str, offset: int, limit: int
+    ) -> Generator[list[Call[Any]], list[Any], list[Member]]:
+        keys, config = self.keys, self.config
+        [entries] = yield [Call(scripts.MEMBER_ENTRIES, [keys.members(group)],
+                                [config.group_expiry, offset, limit], _flat_pairs)]  # fmt: skip
+        by_node: dict[str, list[str]] = {}
+        for channel, _ in entries:
+            node = node_of(channel)
+            if node is not None:
+                by_node.setdefault(node, []).append(channel)
+        metadata: dict[str, str] = {}
+        if by_node:
+            replies = yield [Call(scripts.NODE_MEMBERS,
+                                  [keys.nodes_of(node), keys.node_channels(node)],
+                                  [config.node_ttl, node, *channels], _texts)
+                             for node, channels in by_node.items()]  # fmt: skip
+            for channels, found in zip(by_node.values(), replies, strict=True):
+                metadata.update(zip(channels, found, strict=False))  # dead: nothing found
+        members = []
+        for channel, joined in entries:
+            node = node_of(channel)
+            if node is not None and channel not in metadata:
+                continue  # its node is dead
+            data = metadata.get(channel, "")
+            members.append(Member(channel, node, _time(joined), json.loads(data) if data else {}))
+        return members
 
-        return Call(
-            scripts.MEMBERS,
-            [self.keys.members(group), self.keys.nodes],
-            [self.keys.prefix, self.config.group_expiry, self.config.node_ttl, offset,
-             -1 if limit is None else limit],
-            parse,
-        )  # fmt: skip
-
-    def channel(self, channel: str) -> Call[ChannelInfo | None]:
+    def channel(self, channel: str) -> Plan[ChannelInfo | None]:
         """A process-specific channel's record (None when the registry does not know it)."""
         require_valid_channel_name(channel)
         node = node_of(channel)
@@ -231,9 +274,9 @@ class RegistryCalls:
             live = {g: t for g, t in info.groups.items() if t.timestamp() > cutoff}
             return ChannelInfo(channel, node, info.opened, live, info.metadata)
 
-        return Call(scripts.CHANNEL, [self.keys.node_channels(node)], [channel], parse)
+        return _one(Call(scripts.CHANNEL, [self.keys.node_channels(node)], [channel], parse))
 
-    def nodes(self) -> Call[list[NodeInfo]]:
+    def nodes(self) -> Plan[list[NodeInfo]]:
         def parse(reply: list[Any]) -> list[NodeInfo]:
             nodes = []
             for flat in reply:
@@ -249,19 +292,55 @@ class RegistryCalls:
                         prefix=data["prefix"],
                     )
                 )
-            return sorted(nodes, key=lambda node: node.started)
+            return nodes
 
-        return Call(scripts.NODES, [self.keys.nodes], [self.keys.prefix, self.config.node_ttl],
-                    parse)  # fmt: skip
+        return self._nodes(parse)
 
-    def node_channels(self, node_id: str) -> Call[list[ChannelInfo]]:
+    def _nodes(
+        self, parse: Callable[[list[Any]], list[NodeInfo]]
+    ) -> Generator[list[Call[Any]], list[Any], list[NodeInfo]]:
+        keys = self.keys
+        shards = yield [Call(scripts.NODES, [keys.nodes(shard)],
+                             [self.config.node_ttl, *keys.node_parts(shard)], parse)
+                        for shard in range(keys.shards)]  # fmt: skip
+        return sorted((node for shard in shards for node in shard), key=lambda node: node.started)
+
+    def node_channels(self, node_id: str) -> Plan[list[ChannelInfo]]:
         def parse(reply: list[Any]) -> list[ChannelInfo]:
             channels = [
                 _record(_text(reply[i]), node_id, reply[i + 1]) for i in range(0, len(reply), 2)
             ]
             return sorted(channels, key=lambda info: info.channel)
 
-        return Call(scripts.HGETALL, [self.keys.node_channels(node_id)], [], parse)
+        return _one(Call(scripts.HGETALL, [self.keys.node_channels(node_id)], [], parse))
+
+
+def _one(call: Call[T]) -> Generator[list[Call[Any]], list[Any], T]:
+    """A plan of one call."""
+    [result] = yield [call]
+    return result
+
+
+def _room_page(reply: list[Any]) -> RoomPage:
+    flat = reply[2:]
+    rooms = tuple(
+        Room(_text(flat[i]), int(float(flat[i + 1])), int(flat[i + 2]))
+        for i in range(0, len(flat), 3)
+    )
+    next_offset = int(reply[1])
+    return RoomPage(rooms, int(reply[0]), None if next_offset < 0 else next_offset)
+
+
+def _texts(reply: list[Any]) -> list[str]:
+    return [_text(item) for item in reply]
+
+
+def _flat_pairs(reply: list[Any]) -> list[tuple[str, Any]]:
+    return [(_text(reply[i]), reply[i + 1]) for i in range(0, len(reply), 2)]
+
+
+def _pairs(reply: list[Any]) -> dict[str, Any]:
+    return dict(_flat_pairs(reply))
 
 
 class Registry:
@@ -279,13 +358,12 @@ class Registry:
         self.calls = RegistryCalls(config)
         self._flights = SingleFlight()
 
-    async def _query(self, call: Call[T]) -> T:
+    async def _query(self, plan: Plan[T]) -> T:
         async with redis_errors:
-            return await self._nodes.current().registry.run(call)
+            return await self._nodes.current().registry.host.run_plan(plan)
 
-    async def _run(self, call: Call[T]) -> T:
-        key = (call.script, tuple(call.keys), tuple(call.args))
-        result = await self._flights.run(key, lambda: self._query(call))
+    async def _run(self, key: tuple[Any, ...], plan: Callable[[], Plan[T]]) -> T:
+        result = await self._flights.run(key, lambda: self._query(plan()))
         if isinstance(result, list):  # each caller may sort or extend its own list
             return list(result)  # type: ignore[return-value]
         return result
@@ -299,15 +377,30 @@ class Registry:
         Raises :class:`~broadcast_layer.exceptions.InvalidPattern` for a malformed glob
         and ``ValueError`` for a bad order, limit or offset, before any I/O.
         """
-        return await self._run(self.calls.rooms(pattern, order, offset, limit))
+        return await self._run(
+            ("rooms", pattern, order, offset, limit),
+            lambda: self.calls.rooms(pattern, order, offset, limit),
+        )
 
     async def room_size(self, group: str) -> int:
         """How many unexpired members a group has (one ZCOUNT)."""
-        return await self._run(self.calls.room_size(group))
+        return await self._run(
+            (
+                "room_size",
+                group,
+            ),
+            lambda: self.calls.room_size(group),
+        )
 
     async def room(self, group: str) -> Room:
         """One group's size and the number of nodes holding its members (one call)."""
-        return await self._run(self.calls.room(group))
+        return await self._run(
+            (
+                "room",
+                group,
+            ),
+            lambda: self.calls.room(group),
+        )
 
     async def members_per_node(self, group: str) -> dict[str, int]:
         """How many of the group's members each live node holds: node id -> count.
@@ -318,31 +411,51 @@ class Registry:
         older than ``node_ttl``, before they are reaped. For a presence list: the sum is
         the room's size, and a node's share can be dropped when that node dies.
         """
-        return await self._run(self.calls.members_per_node(group))
+        return await self._run(
+            (
+                "members_per_node",
+                group,
+            ),
+            lambda: self.calls.members_per_node(group),
+        )
 
     async def members(self, group: str, offset: int = 0, limit: int | None = None) -> list[Member]:
         """The group's members on live nodes, in join order, with node, join time, metadata.
 
         ``offset``/``limit`` page through a large group.
         """
-        return await self._run(self.calls.members(group, offset, limit))
+        return await self._run(
+            ("members", group, offset, limit), lambda: self.calls.members(group, offset, limit)
+        )
 
     async def groups_of(self, channel: str) -> dict[str, datetime]:
         """The groups a process-specific channel is in, with join times."""
-        info = await self._run(self.calls.channel(channel))
+        info = await self._run(("channel", channel), lambda: self.calls.channel(channel))
         return dict(info.groups) if info else {}
 
     async def channel(self, channel: str) -> ChannelInfo | None:
         """Everything the registry knows about one process-specific channel."""
-        return await self._run(self.calls.channel(channel))
+        return await self._run(
+            (
+                "channel",
+                channel,
+            ),
+            lambda: self.calls.channel(channel),
+        )
 
     async def nodes(self) -> list[NodeInfo]:
         """The live nodes, oldest first."""
-        return await self._run(self.calls.nodes())
+        return await self._run(("nodes",), lambda: self.calls.nodes())
 
     async def node_channels(self, node_id: str) -> list[ChannelInfo]:
         """The channels a node holds, with their groups and metadata."""
-        return await self._run(self.calls.node_channels(node_id))
+        return await self._run(
+            (
+                "node_channels",
+                node_id,
+            ),
+            lambda: self.calls.node_channels(node_id),
+        )
 
 
 class SyncRegistry:
@@ -354,10 +467,12 @@ class SyncRegistry:
 
     def __init__(self, config: LayerConfig) -> None:
         self.calls = RegistryCalls(config)
-        self._host = SyncHost(config.hosts[0], config.pool_limits)
+        self._host = SyncHost(config.hosts if config.cluster else config.hosts[0],
+                              config.pool_limits)  # fmt: skip
 
-    def _run(self, call: Call[T]) -> T:
-        return self._host.run(call)
+    def _run(self, plan: Plan[T]) -> T:
+        with sync_redis_errors():
+            return self._host.run_plan(plan)
 
     def rooms(
         self, pattern: str | None = None, order: Order = "name", offset: int = 0, limit: int = 50

@@ -59,8 +59,8 @@ def sync_registry(redis_url: str, prefix: str) -> Iterator[SyncRegistry]:
 def index(client: redis.Redis, prefix: str, names: list[str]) -> None:
     """Put room names in the registry's two indexes (size 1 each), as JOIN would."""
     keys = Keys(prefix)
-    client.zadd(keys.rooms_by_name, dict.fromkeys(names, 0))
-    client.zadd(keys.rooms_by_size, dict.fromkeys(names, 1))
+    client.zadd(keys.rooms_by_name(), dict.fromkeys(names, 0))
+    client.zadd(keys.rooms_by_size(), dict.fromkeys(names, 1))
 
 
 def every_page(sync_registry: SyncRegistry, pattern: str | None, order: str = "name",

@@ -65,8 +65,9 @@ async def test_fifty_concurrent_reads_over_two_connections_share_one_read_per_ba
     for n, members in enumerate(results):  # every call succeeded, with the right answer
         assert sorted(m.channel for m in members) == sorted(channels[groups[n % 5]])
     # Per group: the first caller's read goes out at once; the nine that arrive while it
-    # is in flight share the next one. Five groups, two batches each, ten reads (not 50).
-    assert reads == 2 * len(groups)
+    # is in flight share the next one. Five groups, two batches each, ten reads (not 50),
+    # each two scripts (the entries, then their node's liveness and metadata).
+    assert reads == 2 * 2 * len(groups)
 
 
 async def test_fifty_different_calls_wait_for_two_connections_and_all_succeed(
@@ -112,7 +113,7 @@ def test_sync_clients_wait_for_a_connection_then_raise_pool_exhausted(
     redis_url, prefix, redis_client
 ):
     layer = BroadcastChannelLayer(hosts=[redis_url], prefix=prefix)
-    call = RegistryCalls(layer.config).room_size("sync-pool")
+    calls = RegistryCalls(layer.config)
     spec, name = _named_host(redis_url)
     host = SyncHost(spec, PoolLimits(max_connections=2, timeout=30))
     errors: list[BaseException] = []
@@ -120,7 +121,7 @@ def test_sync_clients_wait_for_a_connection_then_raise_pool_exhausted(
     def ask() -> None:
         try:
             for _ in range(20):
-                assert host.run(call) == 0
+                assert host.run_plan(calls.room_size("sync-pool")) == 0
         except BaseException as exc:
             errors.append(exc)
 
@@ -142,7 +143,7 @@ def test_sync_clients_wait_for_a_connection_then_raise_pool_exhausted(
     try:
         started = time.monotonic()
         with pytest.raises(PoolExhausted):
-            tight.run(call)
+            tight.run_plan(calls.room_size("sync-pool"))
         assert time.monotonic() - started >= 0.3
     finally:
         tight.client.connection_pool.release(held)

@@ -200,12 +200,12 @@ class Channels:
         """Forget a local channel: free its mailbox and in-flight slots, leave its groups
         here and in the registry. Returns the groups left without local members.
         """
-        core = self._core
         mailbox = self.mailboxes.pop(channel)
         _metrics.recorder.channels(-1)
         for _, _, counted, _ in mailbox.drain():
             if counted:
                 self._inflight.release(channel)
         self._registry.records.forget(channel)
-        self._registry.submit_quietly(core.calls.close(channel, core.id))
-        return self._groups.subscriptions.remove_channel(channel)
+        subscriptions = self._groups.subscriptions
+        self._registry.close_channel(channel, sorted(subscriptions.groups_of(channel)))
+        return subscriptions.remove_channel(channel)

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from .._metrics import STAMP
 from .._protocol.keys import Keys, shard_index
 from .._protocol.records import RecordCalls
-from .._redis.host import Host
+from .._redis.host import ClusterHost, Host
 from .._redis.subscriber import MessageHandler
 from ..conf import LayerConfig
 
@@ -37,15 +37,19 @@ class NodeCore:
     ) -> None:
         self.config = config
         self.id = uuid.uuid4().hex[:16]
-        self.keys = Keys(config.prefix)
+        self.keys = Keys(config.prefix, config.cluster)
         self.calls = RecordCalls(self.keys, config.node_ttl)
         self.node_channel = self.keys.node_channel(self.id)
         self._serializer = serializer
         self._on_connection = on_connection
-        self.hosts = [Host(spec, on_message, config.reconnect_backoff,
-                           config.failover_timeout, config.pool_limits,
-                           functools.partial(self._connection_changed, index))
-                      for index, spec in enumerate(config.hosts)]  # fmt: skip
+        self.hosts: list[Host] = (
+            [ClusterHost(config.hosts, on_message, config.reconnect_backoff, config.pool_limits,
+                         functools.partial(self._connection_changed, 0))]
+            if config.cluster
+            else [Host(spec, on_message, config.reconnect_backoff, config.failover_timeout,
+                       config.pool_limits, functools.partial(self._connection_changed, index))
+                  for index, spec in enumerate(config.hosts)]
+        )  # fmt: skip
         self.registry_host = self.hosts[0]  # the registry lives on the first host
         self.started = time.time()
         #: This node may have records in the registry (it listened, joined or re-asserted).

@@ -64,7 +64,7 @@ class Delivery:
         self._probe = probe
         self._metrics = _metrics.recorder  # bound once: a no-op when metrics are off
         self._node_channel = core.node_channel.encode()
-        self._group_prefix = core.keys.group_channel("").encode()
+        self._group_of = core.keys.group_of
         self._history: History = groups.history
         self._history.set_delivery(self._on_history)
 
@@ -72,8 +72,8 @@ class Delivery:
         """Handle one pub/sub message (on the reader task: never blocks)."""
         if pubsub_channel == self._node_channel:
             self._on_direct(data)
-        elif pubsub_channel.startswith(self._group_prefix):
-            self._on_group(pubsub_channel[len(self._group_prefix) :].decode(), data)
+        elif (group := self._group_of(pubsub_channel)) is not None:
+            self._on_group(group, data)
 
     def _on_direct(self, payload: bytes) -> None:
         if payload.startswith(CONTROL_MARK):

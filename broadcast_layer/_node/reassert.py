@@ -73,15 +73,23 @@ class LocalRecords:
             return "a registry write failed"
         return None
 
+    def _joined(self, subscriptions: Subscriptions) -> dict[str, dict[str, float]]:
+        """group -> channel -> seconds since it joined, as the node holds them now."""
+        now = time.monotonic()
+        return {
+            # The deadline was set at the latest group_add: it dates the join.
+            group: {
+                channel: max(0.0, now - deadline + self._group_expiry)
+                for channel, deadline in subscriptions.members(group).items()
+            }
+            for group in sorted(subscriptions.wanted())
+        }
+
     def reassert_calls(
-        self,
-        subscriptions: Subscriptions,
-        channels: int,
-        started: float,
-        reconnects: int,
-        failed_writes: int,
+        self, subscriptions: Subscriptions, reconnects: int, failed_writes: int
     ) -> list[Call[Any]]:
-        """The scripts that make Redis hold exactly this node's state, built from it now.
+        """The node's side of a re-assert, built from its state now; the last call's
+        result is the stale memberships to pass to :meth:`reassert_group_calls`.
 
         Submit them together through the node's ordered writer: writes submitted before
         them are in the state they describe, writes submitted after them run after them.
@@ -91,15 +99,10 @@ class LocalRecords:
         self._seen = (reconnects, failed_writes)
         self.reasserts += 1
         now = time.monotonic()
-        group_expiry = self._group_expiry
         joined: dict[str, dict[str, float]] = {channel: {} for channel in self._opened}
-        counts: list[str | int] = []
-        for group in sorted(subscriptions.wanted()):
-            members = subscriptions.members(group)
-            counts += [group, len(members)]
-            for channel, deadline in members.items():
-                # The deadline was set at the latest group_add: it dates the join.
-                joined.setdefault(channel, {})[group] = max(0.0, now - deadline + group_expiry)
+        for group, members in self._joined(subscriptions).items():
+            for channel, age in members.items():
+                joined.setdefault(channel, {})[group] = age
         entries = [
             [
                 channel,
@@ -109,6 +112,30 @@ class LocalRecords:
             ]
             for channel, groups in joined.items()
         ]
-        calls = self._calls.reassert(self._node_id, entries, counts, self.reasserts)
+        return self._calls.reassert_records(self._node_id, entries, self.reasserts)
+
+    def reassert_group_calls(
+        self,
+        subscriptions: Subscriptions,
+        stale: list[tuple[str, str]],
+        channels: int,
+        started: float,
+    ) -> list[Call[Any]]:
+        """The groups' side of a re-assert, from the node's state now, then the heartbeat.
+
+        ``stale`` memberships (which the old records held) are removed unless the node
+        holds them again by now.
+        """
+        joined = self._joined(subscriptions)
+        drop: dict[str, list[str]] = {}
+        for group, channel in stale:
+            if channel not in joined.get(group, {}):
+                drop.setdefault(group, []).append(channel)
+        calls: list[Call[Any]] = [
+            self._calls.reassert_group(
+                group, self._node_id, joined.get(group, {}), drop.get(group, [])
+            )
+            for group in sorted(joined.keys() | drop.keys())
+        ]
         calls.append(self._calls.heartbeat(self._node_id, started, channels))
         return calls

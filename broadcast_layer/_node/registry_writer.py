@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from .._protocol.keys import node_of
-from .._protocol.scripts import Call
+from .._protocol.scripts import Call, Plan
 from .._redis.retry import raise_if_cancelled
 from ..exceptions import RedisUnavailable
 from .core import NodeCore
@@ -42,13 +42,53 @@ class RegistryWriter:
         self.records = LocalRecords(core.calls, core.id, core.config.group_expiry)
         self.host.on_master_switch(self._registry_moved)
 
-    def submit(self, call: Call[T]) -> asyncio.Future[T]:
-        """Queue a write after every one submitted before it; the future is its result."""
-        return self.host.writer.submit(call)
+    def submit(self, call: Call[T] | Sequence[Call[T]]) -> asyncio.Future[T]:
+        """Queue a write (or several) after every one submitted before it.
 
-    def submit_quietly(self, call: Call[Any]) -> None:
-        """Queue a write nobody waits for; a failure is logged (and counted), not raised."""
-        self.host.writer.submit_quietly(call)
+        The future is the (first) call's result, set once every call has run; the first
+        failure is raised instead.
+        """
+        if isinstance(call, Call):
+            return self.host.writer.submit(call)
+        return _first(self.host.writer.submit(each) for each in call)
+
+    def submit_quietly(self, call: Call[Any] | Sequence[Call[Any]]) -> None:
+        """Queue writes nobody waits for; a failure is logged (and counted), not raised."""
+        for each in [call] if isinstance(call, Call) else call:
+            self.host.writer.submit_quietly(each)
+
+    def close_channel(self, channel: str, groups: Sequence[str]) -> None:
+        """Forget one of this node's channels and its memberships of ``groups`` (quietly).
+
+        The record goes only after the groups' side succeeded; groups the record named
+        beyond ``groups`` are left too. A failure marks the records lost: the next
+        re-assert removes what remains.
+        """
+        *leaves, close = self.calls.close(channel, self._core.id, groups)
+        left = [self.submit(leave) for leave in leaves]
+        closed = self.submit(close)
+
+        def after(done: asyncio.Future[list[Any]]) -> None:
+            results = done.result()
+            if any(isinstance(result, BaseException) for result in results):
+                self.records.mark_lost()
+                return
+            extra = set(results[-1]) - set(groups)
+            for group in sorted(extra):
+                self.submit_quietly(self.calls.leave_group(group, channel, self._core.id))
+
+        asyncio.gather(*left, closed, return_exceptions=True).add_done_callback(after)
+
+    async def run_plan(self, plan: Plan[T]) -> T:
+        """Run a plan's steps in order through the ordered writer (after earlier writes)."""
+        try:
+            calls = next(plan)
+            while True:
+                results = await asyncio.gather(*(self.submit(call) for call in calls))
+                calls = plan.send(list(results))
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
 
     async def run(self, call: Call[T]) -> T:
         """Run a read now, outside the write order (registry queries)."""
@@ -128,25 +168,35 @@ class RegistryWriter:
         Its node record, every channel record with its groups, join times and metadata,
         the group member sets, its count in each group and the room indexes end up as
         this node's joins, opens and metadata calls would have left them, and records
-        Redis holds for this node beyond those are removed. Ordered with the node's other
-        registry writes. Raises :class:`RedisUnavailable` when Redis does not confirm it
-        within ``subscribe_timeout``, or the error of a step that failed; either way the
-        next heartbeat tries again.
+        Redis holds for this node beyond those are removed. Two steps through the
+        ordered writer: the node's records, then each group it is in or has left there.
+        Raises :class:`RedisUnavailable` when Redis does not confirm a step within
+        ``subscribe_timeout``, or the error of a step that failed; either way the next
+        heartbeat tries again.
         """
-        calls = self.records.reassert_calls(
-            self._subscriptions, self._channel_count(), self._core.started, *self.loss_counters()
-        )
+        records = self.records
         self._core.registered = True
-        writes = [self.submit(call) for call in calls]
         try:
-            results = await self.wait(asyncio.gather(*writes, return_exceptions=True))
+            calls = records.reassert_calls(self._subscriptions, *self.loss_counters())
+            stale = (await self._reassert_step(calls))[-1]
+            if stale is None:  # Redis lost data meanwhile: no generation, try again
+                records.mark_lost()
+                return
+            calls = records.reassert_group_calls(
+                self._subscriptions, stale, self._channel_count(), self._core.started
+            )
+            await self._reassert_step(calls)
         except BaseException:
-            self.records.mark_lost()
+            records.mark_lost()
             raise
+
+    async def _reassert_step(self, calls: list[Call[Any]]) -> list[Any]:
+        writes = [self.submit(call) for call in calls]
+        results = await self.wait(asyncio.gather(*writes, return_exceptions=True))
         for result in results:
             if isinstance(result, BaseException):
-                self.records.mark_lost()
                 raise result
+        return results
 
     async def remove_node(self) -> None:
         """At a clean close: remove this node's records now (best effort; the TTL reaps it)."""
@@ -155,6 +205,27 @@ class RegistryWriter:
         try:
             async with asyncio.timeout(self._core.config.subscribe_timeout):
                 # Through the writer: after every join or open still queued.
-                await self.submit(self.calls.reap([self._core.id]))
+                await self.run_plan(self.calls.reap([self._core.id]))
         except Exception as exc:
             logger.warning("Could not remove this node's records at close: %s", exc)
+
+
+def _first(futures: Iterable[asyncio.Future[T]]) -> asyncio.Future[T]:
+    """A future of the first one's result once all are done; the first failure instead."""
+    gathered = asyncio.gather(*futures, return_exceptions=True)
+    result: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+
+    def settle(done: asyncio.Future[list[Any]]) -> None:
+        if result.done():
+            return
+        if done.cancelled():
+            result.cancel()
+            return
+        for each in done.result():
+            if isinstance(each, BaseException):
+                result.set_exception(each)
+                return
+        result.set_result(done.result()[0])
+
+    gathered.add_done_callback(settle)
+    return result

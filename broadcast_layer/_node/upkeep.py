@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
-from .._protocol.scripts import Call
 from .._redis.errors import CONNECTION_ERRORS
 from .._redis.retry import raise_if_cancelled
 from .channels import Channels
@@ -21,6 +19,9 @@ from .groups import Groups
 from .registry_writer import RegistryWriter
 
 logger = logging.getLogger(__name__)
+
+#: Node index shards one tick looks for dead nodes in (all of them off a cluster).
+REAP_SHARDS = 6
 
 
 class Upkeep:
@@ -33,6 +34,7 @@ class Upkeep:
         self._channels = channels
         self._groups = groups
         self._registry = registry
+        self._next_shard = 0
 
     async def run(self) -> None:
         """Tick until the node closes; a failed tick is logged and the next one tries again."""
@@ -52,15 +54,24 @@ class Upkeep:
         self._channels.sweep(now)
         self._channels.full_log.flush()
         emptied = self._groups.expire(now)
-        calls: list[Call[Any]] = []
-        if core.registered:
-            calls.append(core.calls.heartbeat(core.id, core.started, len(self._channels.mailboxes)))
-        calls.append(core.calls.reap())
         if emptied:
             await self._groups.unsubscribe(emptied)
-        results = await registry.host.run_all(calls)
-        for failure in results:
-            if isinstance(failure, Exception):
-                logger.warning("Heartbeat call failed: %s", failure)
-        if core.registered and not isinstance(results[0], Exception):
-            await registry.reassert_if_lost(generation_seen=bool(results[0]))
+        if core.registered:
+            beat = core.calls.heartbeat(core.id, core.started, len(self._channels.mailboxes))
+            [result] = await registry.host.run_all([beat])
+            if isinstance(result, Exception):
+                logger.warning("Heartbeat call failed: %s", result)
+            else:
+                await registry.reassert_if_lost(generation_seen=bool(result))
+        try:
+            await registry.host.run_plan(core.calls.reap(shards=self._reap_shards()))
+        except Exception as exc:  # the next tick tries again
+            raise_if_cancelled()
+            logger.warning("Reaping dead nodes failed: %s", exc)
+
+    def _reap_shards(self) -> list[int]:
+        """The node index shards this tick looks for dead nodes in: a window that moves
+        on each tick, so a cluster's shards are all visited every few ticks."""
+        shards = self._core.keys.shards
+        first, self._next_shard = self._next_shard, (self._next_shard + REAP_SHARDS) % shards
+        return sorted({(first + i) % shards for i in range(min(REAP_SHARDS, shards))})

@@ -142,8 +142,8 @@ class HistoryCalls:
         keys = self.keys
         return Call(
             scripts.HISTORY_APPEND,
-            [keys.history(group), keys.history_meta(group)],
-            [policy.size, policy.ttl_ms, keys.group_channel(group), data, new_epoch()],
+            [keys.history(group), keys.history_meta(group), keys.group_channel(group)],
+            [policy.size, policy.ttl_ms, scripts.publish_command(keys.cluster), data, new_epoch()],
             lambda reply: Appended(int(reply[0]), _text(reply[1]), int(reply[2])),
         )
 

@@ -1,38 +1,86 @@
 """Every Redis key and pub/sub channel name the layer uses is built here, nowhere else.
 
-Keys that belong to one group, channel or node carry that name in a ``{hash tag}``,
-so the data layout needs no migration for Redis Cluster; the registry's Lua scripts
-still touch several slots at once and would have to be split per slot first.
-See docs/architecture.md.
+Two layouts, one per deployment. On one server (or Sentinel, or client-side shards) the
+names are those of earlier versions: a group's keys carry ``{<group>}``, a node's
+``{<node id>}``. On Redis Cluster every name carries the hash tag of one of
+:data:`CLUSTER_SHARDS` *shards*: a group's pub/sub channel, its member keys and the
+room-index shard that lists it share one tag, and so do a node's pub/sub channel, its
+records, the in-flight counters of its channels and the node-index shard that lists
+it. So every Lua script touches one slot, and the cluster-wide indexes are
+:data:`CLUSTER_SHARDS` keys spread over the masters instead of one hot key. See
+docs/cluster.md.
 """
 
 from __future__ import annotations
 
 import binascii
+import functools
 from dataclasses import dataclass
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
+#: Index shards on a cluster. A multiple of 2, 3, 4, 5, 6, 10, 12 and 15, so a cluster
+#: whose slots are split evenly among that many masters (the default) gets as many
+#: shards on each. Part of the wire format: nodes sharing a prefix must agree on it.
+CLUSTER_SHARDS = 60
+
+
+@functools.cache
+def shard_tags(shards: int) -> tuple[str, ...]:
+    """The hash tag of each shard: shard ``k``'s slot lies in the ``k``-th of ``shards``
+    equal ranges of the 16384 slots, so the shards spread evenly over the masters of a
+    cluster whose slots are split evenly. Deterministic: every process finds the same."""
+    tags = []
+    for shard in range(shards):
+        low = shard * REDIS_CLUSTER_HASH_SLOTS // shards
+        high = (shard + 1) * REDIS_CLUSTER_HASH_SLOTS // shards
+        tags.append(next(tag for i in range(1_000_000)
+                         if low <= key_slot((tag := f"s{shard}.{i}").encode()) < high))  # fmt: skip
+    return tuple(tags)
+
+
+def shard_of(name: str, shards: int) -> int:
+    """The index shard a group or node id belongs to (CRC32, so stable across versions)."""
+    return binascii.crc32(name.encode()) % shards
 
 
 @dataclass(frozen=True)
 class Keys:
-    """Names under one ``prefix``."""
+    """Names under one ``prefix``, in the standalone layout or (``cluster``) the sharded one."""
 
     prefix: str
+    cluster: bool = False
+
+    @property
+    def shards(self) -> int:
+        """How many shards the room and node indexes have (1 off a cluster)."""
+        return CLUSTER_SHARDS if self.cluster else 1
+
+    def shard(self, name: str) -> int:
+        """The index shard of a group or a node id."""
+        return shard_of(name, self.shards) if self.cluster else 0
+
+    def _tag(self, name: str) -> str:
+        """``{tag}`` a group's or node's names start their own part with, on a cluster."""
+        return "{" + shard_tags(CLUSTER_SHARDS)[self.shard(name)] + "}"
+
+    # -- a group: its channel, its members, and the room index that lists it ------------
 
     def group_channel(self, group: str) -> str:
         """Pub/sub channel a group's messages are published on."""
+        if self.cluster:
+            return f"{self.prefix}:group:{self._tag(group)}{group}"
         return f"{self.prefix}:group:{group}"
 
-    def node_channel(self, node_id: str) -> str:
-        """Pub/sub channel carrying messages for one node's process-specific channels."""
-        return f"{self.prefix}:node:{node_id}"
-
-    def queue(self, channel: str) -> str:
-        """List holding a normal (non ``!``) channel's messages."""
-        return f"{self.prefix}:queue:{{{channel}}}"
-
-    def inflight(self, channel: str) -> str:
-        """Counter of messages sent to a process-specific channel and not yet received."""
-        return f"{self.prefix}:inflight:{{{channel}}}"
+    def group_of(self, pubsub_channel: bytes) -> str | None:
+        """The group a pub/sub channel named by :meth:`group_channel` is for, else None."""
+        start = f"{self.prefix}:group:".encode()
+        if not pubsub_channel.startswith(start):
+            return None
+        rest = pubsub_channel[len(start) :]
+        if self.cluster:
+            rest = rest.partition(b"}")[2]
+        return rest.decode()
 
     def durable(self, channel: str) -> str:
         """Stream of a durable worker channel, read by one consumer group."""
@@ -40,46 +88,98 @@ class Keys:
 
     def members(self, group: str) -> str:
         """Sorted set of a group's members (channel -> join time)."""
+        if self.cluster:
+            return f"{self.prefix}:members:{self._tag(group)}{group}"
         return f"{self.prefix}:members:{{{group}}}"
 
     def member_nodes(self, group: str) -> str:
         """Hash of the nodes holding a group's members: node id -> how many."""
-        return f"{self.prefix}:members:{{{group}}}:nodes"
+        return f"{self.members(group)}:nodes"
 
     def history(self, group: str) -> str:
         """Stream of a history group's messages; entry ids are ``0-<offset>``."""
+        if self.cluster:
+            return f"{self.prefix}:history:{self._tag(group)}{group}"
         return f"{self.prefix}:history:{{{group}}}"
 
     def history_meta(self, group: str) -> str:
         """Hash of a history group's ``epoch`` and ``top`` (its latest offset)."""
-        return f"{self.prefix}:history:{{{group}}}:meta"
+        return f"{self.history(group)}:meta"
 
-    @property
-    def rooms_by_name(self) -> str:
-        """Index of every group with members, all scored 0 so it sorts by name."""
+    def member_nodes_parts(self, shard: int) -> tuple[str, str]:
+        """What goes before and after a group's name in :meth:`member_nodes`, for the
+        groups of one shard (for scripts that read them for each name of an index)."""
+        if self.cluster:
+            return f"{self.prefix}:members:{{{shard_tags(CLUSTER_SHARDS)[shard]}}}", ":nodes"
+        return f"{self.prefix}:members:{{", "}:nodes"
+
+    def rooms_by_name(self, shard: int = 0) -> str:
+        """Index shard of the groups with members, all scored 0 so it sorts by name."""
+        if self.cluster:
+            return f"{self.prefix}:rooms:{{{shard_tags(CLUSTER_SHARDS)[shard]}}}:by-name"
         return f"{self.prefix}:{{rooms}}:by-name"
 
-    @property
-    def rooms_by_size(self) -> str:
-        """Index of every group with members, scored by member count."""
+    def rooms_by_size(self, shard: int = 0) -> str:
+        """Index shard of the groups with members, scored by member count."""
+        if self.cluster:
+            return f"{self.prefix}:rooms:{{{shard_tags(CLUSTER_SHARDS)[shard]}}}:by-size"
         return f"{self.prefix}:{{rooms}}:by-size"
 
-    @property
-    def nodes(self) -> str:
-        """Sorted set of node ids scored by their last heartbeat."""
+    def rooms_of(self, group: str) -> tuple[str, str]:
+        """The index shard listing ``group``: (by size, by name)."""
+        shard = self.shard(group)
+        return self.rooms_by_size(shard), self.rooms_by_name(shard)
+
+    # -- a node: its channel, its records, its channels' counters, the node index --------
+
+    def node_channel(self, node_id: str) -> str:
+        """Pub/sub channel carrying messages for one node's process-specific channels."""
+        if self.cluster:
+            return f"{self.prefix}:node:{self._tag(node_id)}{node_id}"
+        return f"{self.prefix}:node:{node_id}"
+
+    def inflight(self, channel: str) -> str:
+        """Counter of messages sent to a process-specific channel and not yet received."""
+        owner = node_of(channel)
+        if self.cluster and owner is not None:
+            return f"{self.prefix}:inflight:{self._tag(owner)}{channel}"
+        return f"{self.prefix}:inflight:{{{channel}}}"
+
+    def nodes(self, shard: int = 0) -> str:
+        """Index shard of node ids scored by their last heartbeat."""
+        if self.cluster:
+            return f"{self.prefix}:nodes:{{{shard_tags(CLUSTER_SHARDS)[shard]}}}"
         return f"{self.prefix}:nodes"
+
+    def nodes_of(self, node_id: str) -> str:
+        """The node index shard listing ``node_id``."""
+        return self.nodes(self.shard(node_id))
 
     def node(self, node_id: str) -> str:
         """Hash describing one node (host, pid, heartbeat...); expires with the TTL."""
+        if self.cluster:
+            return f"{self.prefix}:node:{self._tag(node_id)}{node_id}"
         return f"{self.prefix}:node:{{{node_id}}}"
+
+    def node_parts(self, shard: int) -> tuple[str, str]:
+        """What goes before and after a node id in :meth:`node`, for one shard's nodes."""
+        if self.cluster:
+            return f"{self.prefix}:node:{{{shard_tags(CLUSTER_SHARDS)[shard]}}}", ""
+        return f"{self.prefix}:node:{{", "}"
 
     def node_channels(self, node_id: str) -> str:
         """Hash of a node's channels: channel -> JSON record of its groups and metadata."""
-        return f"{self.prefix}:node:{{{node_id}}}:channels"
+        return f"{self.node(node_id)}:channels"
 
     def node_channels_staging(self, node_id: str) -> str:
         """Where a re-assert builds a node's channel records before they replace the old ones."""
-        return f"{self.prefix}:node:{{{node_id}}}:channels:next"
+        return f"{self.node(node_id)}:channels:next"
+
+    # -- a normal channel ----------------------------------------------------------------
+
+    def queue(self, channel: str) -> str:
+        """List holding a normal (non ``!``) channel's messages."""
+        return f"{self.prefix}:queue:{{{channel}}}"
 
     def patterns(self) -> tuple[str, ...]:
         """Globs matching every key the layer stores under this prefix, and no other's.
@@ -89,14 +189,16 @@ class Keys:
         (``site`` vs ``site2``, ``a`` vs ``a:b``) and needs no escaping.
         """
         prefix = self.prefix
+        rooms, nodes = (f"{prefix}:rooms:*", f"{prefix}:nodes:*") if self.cluster else (
+            f"{prefix}:{{rooms}}:*", f"{prefix}:nodes")  # fmt: skip
         return (
             f"{prefix}:queue:*",
             f"{prefix}:inflight:*",
             f"{prefix}:history:*",
             f"{prefix}:durable:*",
             f"{prefix}:members:*",
-            f"{prefix}:{{rooms}}:*",
-            f"{prefix}:nodes",
+            rooms,
+            nodes,
             f"{prefix}:node:*",
         )
 

@@ -17,7 +17,7 @@ from typing import Any
 from ..exceptions import ChannelFull
 from . import scripts
 from .keys import Keys, node_of
-from .scripts import Call
+from .scripts import Call, Plan, publish_command
 
 #: Channels (or groups) per re-assert script: Redis runs nothing else while a script runs.
 CHUNK = 200
@@ -32,43 +32,55 @@ def text(value: Any) -> str:
 
 
 class RecordCalls:
-    """The registry writes a node makes for the channels it owns (or holds)."""
+    """The registry writes a node makes for the channels it owns (or holds).
+
+    A membership has a group's side and a node's side, in two slots on a cluster, so
+    joining or leaving is two calls (the group's first); each is idempotent and the
+    node's ordered writer sends both in one round trip.
+    """
 
     def __init__(self, keys: Keys, node_ttl: float) -> None:
         self.keys = keys
         self.node_ttl = node_ttl
 
-    def _membership(self, script: str, group: str, channel: str, node_id: str) -> Call[int]:
+    def _group_side(self, script: str, group: str, channel: str, node_id: str) -> Call[int]:
         keys = self.keys
         return Call(
             script,
-            [keys.members(group), keys.rooms_by_size, keys.rooms_by_name,
-             keys.node_channels(node_id), keys.member_nodes(group)],
+            [keys.members(group), keys.member_nodes(group), *keys.rooms_of(group)],
             [group, channel, node_id],
             int,
-        )  # fmt: skip
+        )
 
-    def join(self, group: str, channel: str, node_id: str) -> Call[int]:
-        """Add a membership (JOIN)."""
-        return self._membership(scripts.JOIN, group, channel, node_id)
+    def join(self, group: str, channel: str, node_id: str) -> list[Call[int]]:
+        """Add a membership: JOIN_GROUP (1: a new one, 0: refreshed), then JOIN_RECORD."""
+        record = Call(scripts.JOIN_RECORD, [self.keys.node_channels(node_id)], [group, channel],
+                      int)  # fmt: skip
+        return [self._group_side(scripts.JOIN_GROUP, group, channel, node_id), record]
 
-    def leave(self, group: str, channel: str, node_id: str) -> Call[int]:
-        """Remove a membership (LEAVE)."""
-        return self._membership(scripts.LEAVE, group, channel, node_id)
+    def leave(self, group: str, channel: str, node_id: str) -> list[Call[int]]:
+        """Remove a membership: LEAVE_GROUP (1 if one was removed), then LEAVE_RECORD."""
+        record = Call(scripts.LEAVE_RECORD, [self.keys.node_channels(node_id)], [group, channel],
+                      int)  # fmt: skip
+        return [self.leave_group(group, channel, node_id), record]
+
+    def leave_group(self, group: str, channel: str, node_id: str) -> Call[int]:
+        """The group's side of a leave alone (LEAVE_GROUP)."""
+        return self._group_side(scripts.LEAVE_GROUP, group, channel, node_id)
 
     def open(self, channel: str, node_id: str) -> Call[int]:
         """Record a channel made by ``new_channel`` (OPEN)."""
         return Call(scripts.OPEN, [self.keys.node_channels(node_id)], [channel], int)
 
-    def close(self, channel: str, node_id: str) -> Call[int]:
-        """Forget a channel and its memberships (CLOSE)."""
-        keys = self.keys
-        return Call(
-            scripts.CLOSE,
-            [keys.node_channels(node_id), keys.rooms_by_size, keys.rooms_by_name],
-            [keys.prefix, channel, node_id],
-            int,
-        )
+    def close(self, channel: str, node_id: str, groups: Sequence[str]) -> list[Call[Any]]:
+        """Forget a channel: leave ``groups`` (LEAVE_GROUP each), then its record.
+
+        The last call (CLOSE_RECORD) returns the groups the record still named; a caller
+        leaves those too (:meth:`leave_group`).
+        """
+        close = Call(scripts.CLOSE_RECORD, [self.keys.node_channels(node_id)], [channel],
+                     lambda reply: [text(group) for group in reply])  # fmt: skip
+        return [*(self.leave_group(group, channel, node_id) for group in groups), close]
 
     def set_metadata(self, channel: str, node_id: str, metadata: dict[str, Any]) -> Call[int]:
         """Replace a channel's metadata; 0 when the registry does not know the channel."""
@@ -81,54 +93,97 @@ class RecordCalls:
         """Refresh the node's record; 0 when it had no generation (its records may be lost)."""
         return Call(
             scripts.HEARTBEAT,
-            [self.keys.node(node_id), self.keys.nodes],
+            [self.keys.node(node_id), self.keys.nodes_of(node_id)],
             [node_id, socket.gethostname(), os.getpid(), started, channels, self.keys.prefix,
              self.node_ttl],
             int,
         )  # fmt: skip
 
-    def reap(self, node_ids: Sequence[str] = (), limit: int = 10) -> Call[list[str]]:
-        """Forget dead nodes (or exactly ``node_ids``) and all their memberships."""
-        keys = self.keys
-        return Call(
-            scripts.REAP,
-            [keys.nodes, keys.rooms_by_size, keys.rooms_by_name],
-            [keys.prefix, self.node_ttl, limit, *node_ids],
-            lambda reply: [text(node_id) for node_id in reply],
-        )
+    def reap(
+        self, node_ids: Sequence[str] = (), shards: Sequence[int] | None = None, limit: int = 10
+    ) -> Plan[list[str]]:
+        """Forget dead nodes (or exactly ``node_ids``) and all their memberships.
 
-    def reassert(
-        self, node_id: str, entries: list[list[Any]], counts: list[str | int], generation: int
+        Dead nodes are looked for in the node index ``shards`` (default: all), at most
+        ``limit`` per shard. Steps: find them (DEAD), read their channel records, leave
+        every group those name (LEAVE_GROUP), then drop their records (RETIRE). A reap
+        cut short leaves the node listed, so the next one finishes it.
+        """
+        keys = self.keys
+        ids = list(node_ids)
+        if not ids:
+            every = range(keys.shards) if shards is None else shards
+            found = yield [Call(scripts.DEAD, [keys.nodes(shard)], [self.node_ttl, limit],
+                                _texts) for shard in every]  # fmt: skip
+            ids = [node_id for shard_ids in found for node_id in shard_ids]
+        if not ids:
+            return []
+        read = [keys.node_channels(node_id) for node_id in ids]
+        records = yield [Call(scripts.HGETALL, [key], [], _groups_by_channel) for key in read]
+        leaves = [self.leave_group(group, channel, node_id)
+                  for node_id, channels in zip(ids, records, strict=True)
+                  for channel, groups in channels for group in groups]  # fmt: skip
+        if leaves:
+            yield leaves
+        yield [Call(scripts.RETIRE, [keys.node_channels(node_id), keys.node(node_id),
+                                     keys.nodes_of(node_id)], [node_id], int)
+               for node_id in ids]  # fmt: skip
+        return ids
+
+    def reassert_records(
+        self, node_id: str, entries: list[list[Any]], generation: int
     ) -> list[Call[Any]]:
-        """The scripts that replace a node's records by ``entries`` and its group ``counts``.
+        """The node's side of a re-assert: its channel records become ``entries``.
 
         ``entries`` are ``[channel, seconds since opened or -1, metadata JSON, {group:
-        seconds since joined}]``; ``counts`` alternate group and member count.
+        seconds since joined}]``. The last call's result is the memberships the old
+        records held beyond these, ``[(group, channel), ...]``, or None when Redis lost
+        data meanwhile (nothing was swapped).
         """
         keys = self.keys
         records, staging = keys.node_channels(node_id), keys.node_channels_staging(node_id)
         calls: list[Call[Any]] = [Call(scripts.REASSERT_BEGIN, [staging], [], int)]
         for chunk in _chunks(entries, CHUNK):
-            calls.append(
-                Call(
-                    scripts.REASSERT_CHANNELS,
-                    [records, staging],
-                    [keys.prefix, JOIN_TOLERANCE, json.dumps(chunk)],
-                    int,
-                )
-            )
-        rooms = [keys.rooms_by_size, keys.rooms_by_name]
-        calls.append(
-            Call(
-                scripts.REASSERT_SWAP,
-                [records, staging, *rooms, keys.node(node_id)],
-                [keys.prefix, node_id, generation],
-                int,
-            )
-        )
-        for pairs in _chunks(counts, 2 * CHUNK):
-            calls.append(Call(scripts.REASSERT_GROUPS, rooms, [keys.prefix, node_id, *pairs], int))
+            calls.append(Call(scripts.REASSERT_CHANNELS, [records, staging],
+                              [JOIN_TOLERANCE, json.dumps(chunk)], int))  # fmt: skip
+        calls.append(Call(scripts.REASSERT_SWAP, [records, staging, keys.node(node_id)],
+                          [generation], _stale))  # fmt: skip
         return calls
+
+    def reassert_group(
+        self, group: str, node_id: str, members: dict[str, float], stale: Sequence[str]
+    ) -> Call[int]:
+        """The group's side of a re-assert: the node holds exactly ``members`` (channel ->
+        seconds since it joined) in ``group``; ``stale`` channels are removed."""
+        keys = self.keys
+        pairs = [value for channel, age in members.items() for value in (channel, age)]
+        return Call(
+            scripts.REASSERT_GROUP,
+            [keys.members(group), keys.member_nodes(group), *keys.rooms_of(group)],
+            [group, node_id, JOIN_TOLERANCE, len(members), *pairs, *stale],
+            int,
+        )
+
+
+def _texts(reply: Any) -> list[str]:
+    return [text(item) for item in reply]
+
+
+def _groups_by_channel(reply: Any) -> list[tuple[str, list[str]]]:
+    """An HGETALL of a node's channel records as ``[(channel, [group, ...]), ...]``."""
+    out = []
+    for i in range(0, len(reply), 2):
+        record = json.loads(reply[i + 1])
+        groups = record.get("g") if isinstance(record, dict) else None
+        out.append((text(reply[i]), list(groups) if isinstance(groups, dict) else []))
+    return out
+
+
+def _stale(reply: Any) -> list[tuple[str, str]] | None:
+    if int(reply[0]) < 0:
+        return None
+    flat = [text(item) for item in reply[1:]]
+    return list(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
@@ -151,8 +206,9 @@ def channel_send(
         args = [capacity, expiry_ms, stamped[:13], stamped]
         return channel, Call(scripts.PUSH, [keys.queue(channel)], args, _full_if(0, channel))
     payload = channel.encode() + b"\n" + data
-    args = [capacity, expiry_ms, keys.node_channel(owner), payload]
-    return owner, Call(scripts.SEND_TO_NODE, [keys.inflight(channel)], args, _full_if(-1, channel))
+    args = [capacity, expiry_ms, payload, publish_command(keys.cluster)]
+    call_keys = [keys.inflight(channel), keys.node_channel(owner)]
+    return owner, Call(scripts.SEND_TO_NODE, call_keys, args, _full_if(-1, channel))
 
 
 def release(keys: Keys, channel: str, count: int) -> Call[int]:

@@ -1,15 +1,21 @@
-"""Lua scripts run by the layer, and :class:`Call`: one script call plus how to read its reply.
+"""Lua scripts run by the layer; :class:`Call`, one script call plus how to read its reply;
+:data:`Plan`, calls in steps where a step needs the replies of the one before.
 
 Each script is registered once per client (``register_script``) and run by EVALSHA.
+Every script touches the keys of one hash slot only (docs/cluster.md): it is given its
+keys in ``KEYS`` or, where it reads one key per name of an index, the parts of those
+names that put them in the index's slot. Work that spans a group and a node is two
+calls, one on each side, each idempotent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 T_co = TypeVar("T_co", covariant=True)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,22 @@ class Call(Generic[T_co]):
 # KEYS[1] in-flight counter of a process-specific channel.
 # ARGV: capacity, expiry (ms), the owning node's pub/sub channel, payload.
 # Returns -1 when the channel is full, else the number of subscribers reached.
+#: Calls in steps: a generator yields each step's calls (run together, one pipeline per
+#: master), receives their results (in order), and returns the plan's result. A failed
+#: call fails the plan. ``Host.run_plan`` and ``SyncHost.run_plan`` drive it.
+Plan = Generator[list[Call[Any]], list[Any], T]
+
+
+def publish_command(sharded: bool) -> str:
+    """The command that publishes to a pub/sub channel, in Python and inside scripts:
+    ``SPUBLISH`` on a cluster (the channel's slot owner delivers it), else ``PUBLISH``."""
+    return "SPUBLISH" if sharded else "PUBLISH"
+
+
+# KEYS: the in-flight counter of a process-specific channel, its owning node's pub/sub
+# channel (declared so a cluster routes the call to, and checks, that one slot).
+# ARGV: capacity, expiry (ms), payload, publish command (see publish_command).
+# Returns -1 when the channel is full, else the number of subscribers reached.
 SEND_TO_NODE = """
 local n = redis.call('INCR', KEYS[1])
 if n > tonumber(ARGV[1]) then
@@ -37,7 +59,7 @@ if n > tonumber(ARGV[1]) then
   return -1
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-local reached = redis.call('PUBLISH', ARGV[3], ARGV[4])
+local reached = redis.call(ARGV[4], KEYS[2], ARGV[3])
 if reached == 0 then
   redis.call('DECR', KEYS[1])
 end
@@ -77,10 +99,11 @@ def _registry_script(body: str) -> str:
 
 
 # -- the room registry -----------------------------------------------------------------
-# Shared Lua helpers, prepended to each registry script. A membership lives in two
-# places: the group's sorted set (member -> join time) and the record of the channel
-# in its node's hash (JSON: {"t": opened, "g": {group: joined}, "m": metadata}).
-# Two index sorted sets list the rooms: by name (all scores 0) and by size.
+# A membership lives on two sides, each written by its own call: the group's side (its
+# sorted set member -> join time, the per-node counts, the room index shard listing it:
+# one slot) and the node's side (the record of the channel in its node's hash, JSON
+# {"t": opened, "g": {group: joined}, "m": metadata}: the node's slot). Shared Lua
+# helpers, prepended to each registry script:
 _PRELUDE = """
 local function now()
   local t = redis.call('TIME')
@@ -103,68 +126,48 @@ local function count_node_leave(nodes_key, node)
     redis.call('HDEL', nodes_key, node)
   end
 end
-local function leave(prefix, by_size, by_name, group, channel, node)
-  local members = prefix .. ':members:{' .. group .. '}'
-  if redis.call('ZREM', members, channel) == 1 then
-    count_leave(by_size, by_name, group)
-    count_node_leave(members .. ':nodes', node)
-  end
-end
-local function forget_channels(prefix, by_size, by_name, channels_key, node)
-  local all = redis.call('HGETALL', channels_key)
-  for i = 1, #all, 2 do
-    for group, _ in pairs(decode(all[i + 1]).g) do
-      leave(prefix, by_size, by_name, group, all[i], node)
-    end
-  end
-  redis.call('DEL', channels_key)
-end
-local function retire(prefix, nodes_key, by_size, by_name, ids)
-  for _, id in ipairs(ids) do
-    forget_channels(prefix, by_size, by_name, prefix .. ':node:{' .. id .. '}:channels', id)
-    redis.call('DEL', prefix .. ':node:{' .. id .. '}')
-    redis.call('ZREM', nodes_key, id)
-  end
-  return ids
-end
-local function reap_dead(prefix, nodes_key, by_size, by_name, ttl, max)
-  local dead = redis.call('ZRANGEBYSCORE', nodes_key, '-inf', '(' .. (now() - ttl),
-                          'LIMIT', 0, max)
-  return retire(prefix, nodes_key, by_size, by_name, dead)
-end
 """
 
-# KEYS: members(G), rooms by-size, rooms by-name, node channels(N), member nodes(G).
-# ARGV: group, channel, node. Returns 1 for a new membership, 0 for a refreshed one.
-JOIN = _registry_script("""
-local t = now()
-local new = redis.call('ZADD', KEYS[1], t, ARGV[2])
+# The group's side. KEYS: members(G), member nodes(G), rooms by-size and by-name (G's
+# shard). ARGV: group, channel, node. Returns 1 for a new membership, 0 for a refreshed one.
+JOIN_GROUP = _registry_script("""
+local new = redis.call('ZADD', KEYS[1], now(), ARGV[2])
 if new == 1 then
-  redis.call('ZINCRBY', KEYS[2], 1, ARGV[1])
-  redis.call('ZADD', KEYS[3], 0, ARGV[1])
-  redis.call('HINCRBY', KEYS[5], ARGV[3], 1)
+  redis.call('ZINCRBY', KEYS[3], 1, ARGV[1])
+  redis.call('ZADD', KEYS[4], 0, ARGV[1])
+  redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
 end
-local record = decode(redis.call('HGET', KEYS[4], ARGV[2]))
-record.t = record.t or t
-record.g[ARGV[1]] = t
-redis.call('HSET', KEYS[4], ARGV[2], cjson.encode(record))
 return new
 """)
 
-# Same KEYS and ARGV as JOIN. Returns 1 if a membership was removed.
-LEAVE = _registry_script("""
+# Same KEYS and ARGV as JOIN_GROUP. Returns 1 if a membership was removed.
+LEAVE_GROUP = _registry_script("""
 local removed = redis.call('ZREM', KEYS[1], ARGV[2])
 if removed == 1 then
-  count_leave(KEYS[2], KEYS[3], ARGV[1])
-  count_node_leave(KEYS[5], ARGV[3])
-end
-local raw = redis.call('HGET', KEYS[4], ARGV[2])
-if raw then
-  local record = decode(raw)
-  record.g[ARGV[1]] = nil
-  redis.call('HSET', KEYS[4], ARGV[2], cjson.encode(record))
+  count_leave(KEYS[3], KEYS[4], ARGV[1])
+  count_node_leave(KEYS[2], ARGV[3])
 end
 return removed
+""")
+
+# The node's side. KEYS: node channels(N). ARGV: group, channel. Records the join.
+JOIN_RECORD = _registry_script("""
+local t = now()
+local record = decode(redis.call('HGET', KEYS[1], ARGV[2]))
+record.t = record.t or t
+record.g[ARGV[1]] = t
+redis.call('HSET', KEYS[1], ARGV[2], cjson.encode(record))
+return 1
+""")
+
+# KEYS: node channels(N). ARGV: group, channel. Forgets the join; 0 if no record.
+LEAVE_RECORD = _registry_script("""
+local raw = redis.call('HGET', KEYS[1], ARGV[2])
+if not raw then return 0 end
+local record = decode(raw)
+record.g[ARGV[1]] = nil
+redis.call('HSET', KEYS[1], ARGV[2], cjson.encode(record))
+return 1
 """)
 
 # KEYS: node channels(N). ARGV: channel. Records a new channel (never overwrites).
@@ -172,15 +175,15 @@ OPEN = _registry_script("""
 return redis.call('HSETNX', KEYS[1], ARGV[1], cjson.encode({t = now()}))
 """)
 
-# KEYS: node channels(N), rooms by-size, rooms by-name. ARGV: prefix, channel, node.
-# Removes the channel from every group and forgets it.
-CLOSE = _registry_script("""
-local raw = redis.call('HGET', KEYS[1], ARGV[2])
-if not raw then return 0 end
-for group, _ in pairs(decode(raw).g) do
-  leave(ARGV[1], KEYS[2], KEYS[3], group, ARGV[2], ARGV[3])
-end
-return redis.call('HDEL', KEYS[1], ARGV[2])
+# KEYS: node channels(N). ARGV: channel. Forgets a channel; returns the groups its
+# record still named (their group side is left by the caller).
+CLOSE_RECORD = _registry_script("""
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return {} end
+local groups = {}
+for group, _ in pairs(decode(raw).g) do groups[#groups + 1] = group end
+redis.call('HDEL', KEYS[1], ARGV[1])
+return groups
 """)
 
 # KEYS: node channels(N). ARGV: channel, metadata JSON. Attaches metadata to a known
@@ -194,10 +197,10 @@ redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(record))
 return 1
 """)
 
-# KEYS: node(N), nodes index. ARGV: id, host, pid, started, channels, prefix, ttl (s).
-# Returns 1 if the record has a generation, else 0: the node's records may be missing
-# (a new node, or Redis lost them) and need a re-assert, which writes a generation
-# (see REASSERT_SWAP below).
+# KEYS: node(N), node index shard(N). ARGV: id, host, pid, started, channels, prefix,
+# ttl (s). Returns 1 if the record has a generation, else 0: the node's records may be
+# missing (a new node, or Redis lost them) and need a re-assert, which writes a
+# generation (see REASSERT_SWAP below).
 HEARTBEAT = _registry_script("""
 local t = now()
 local had = redis.call('HGET', KEYS[1], 'gen') and 1 or 0
@@ -208,16 +211,28 @@ redis.call('ZADD', KEYS[2], t, ARGV[1])
 return had
 """)
 
-# KEYS: nodes index, rooms by-size, rooms by-name. ARGV: prefix, ttl (s), max, [node ids].
-# Without node ids, reaps up to `max` nodes whose heartbeat is older than the TTL;
-# with them, retires exactly those (a clean shutdown). Returns the reaped ids.
-REAP = _registry_script("""
-if #ARGV > 3 then
-  local ids = {}
-  for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
-  return retire(ARGV[1], KEYS[1], KEYS[2], KEYS[3], ids)
+# KEYS: a node index shard. ARGV: ttl (s), max. Up to `max` ids whose heartbeat is older
+# than the TTL (the first step of a reap: records.reap).
+DEAD = _registry_script("""
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now() - tonumber(ARGV[1])),
+                  'LIMIT', 0, tonumber(ARGV[2]))
+""")
+
+# KEYS: node channels(N), node(N), node index shard(N). ARGV: id. The last step of a
+# reap, once the node's memberships have been left: its records and index entry go.
+RETIRE = """
+redis.call('DEL', KEYS[1], KEYS[2])
+return redis.call('ZREM', KEYS[3], ARGV[1])
+"""
+
+# KEYS: a node index shard. ARGV: ttl (s), then node ids. For each id: 1 if alive, else 0.
+ALIVE = _registry_script("""
+local cutoff, out = now() - tonumber(ARGV[1]), {}
+for i = 2, #ARGV do
+  local beat = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  out[#out + 1] = (beat and tonumber(beat) > cutoff) and 1 or 0
 end
-return reap_dead(ARGV[1], KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[2]), tonumber(ARGV[3]))
+return out
 """)
 
 # KEYS: members(G), member nodes(G). ARGV: group_expiry (s).
@@ -232,48 +247,23 @@ ROOM_SIZE = _registry_script("""
 return redis.call('ZCOUNT', KEYS[1], '(' .. (now() - tonumber(ARGV[1])), '+inf')
 """)
 
-# KEYS: member nodes(G), nodes index. ARGV: ttl (s).
-# Returns flat [node, members it holds] for the nodes of the group that are alive.
-MEMBERS_PER_NODE = _registry_script("""
-local cutoff = now() - tonumber(ARGV[1])
-local counts = redis.call('HGETALL', KEYS[1])
-local out = {}
-for i = 1, #counts, 2 do
-  local beat = redis.call('ZSCORE', KEYS[2], counts[i])
-  if beat and tonumber(beat) > cutoff then
-    out[#out + 1] = counts[i]; out[#out + 1] = counts[i + 1]
-  end
-end
-return out
+# KEYS: members(G). ARGV: group_expiry (s), offset, count (-1: all). Returns flat
+# [channel, joined] of unexpired members in join order (the group's side of MEMBERS).
+MEMBER_ENTRIES = _registry_script("""
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now() - tonumber(ARGV[1])), '+inf',
+                  'WITHSCORES', 'LIMIT', tonumber(ARGV[2]), tonumber(ARGV[3]))
 """)
 
-# KEYS: members(G), nodes index. ARGV: prefix, group_expiry (s), ttl (s), offset, count
-# (-1: all), in join order.
-# Returns flat [channel, joined, node, metadata JSON] for unexpired members of live nodes
-# (normal channels, which belong to no node, come with node "" and no metadata).
-MEMBERS = _registry_script("""
-local t = now()
-local entries = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (t - tonumber(ARGV[2])), '+inf',
-                           'WITHSCORES', 'LIMIT', tonumber(ARGV[4]), tonumber(ARGV[5]))
-local alive, out = {}, {}
-for i = 1, #entries, 2 do
-  local channel = entries[i]
-  local node = string.match(channel, '([^.!]+)!')
-  if node == nil then
-    out[#out + 1] = channel; out[#out + 1] = entries[i + 1]
-    out[#out + 1] = ''; out[#out + 1] = ''
-  else
-    if alive[node] == nil then
-      local beat = redis.call('ZSCORE', KEYS[2], node)
-      alive[node] = beat ~= false and tonumber(beat) > t - tonumber(ARGV[3])
-    end
-    if alive[node] then
-      local record = redis.call('HGET', ARGV[1] .. ':node:{' .. node .. '}:channels', channel)
-      local metadata = record and cjson.decode(record).m
-      out[#out + 1] = channel; out[#out + 1] = entries[i + 1]
-      out[#out + 1] = node; out[#out + 1] = type(metadata) == 'string' and metadata or ''
-    end
-  end
+# KEYS: node index shard(N), node channels(N). ARGV: ttl (s), node id, channels.
+# Returns {} when the node is dead, else the metadata JSON ('' for none) of each channel.
+NODE_MEMBERS = _registry_script("""
+local beat = redis.call('ZSCORE', KEYS[1], ARGV[2])
+if not beat or tonumber(beat) <= now() - tonumber(ARGV[1]) then return {} end
+local out = {}
+for i = 3, #ARGV do
+  local record = redis.call('HGET', KEYS[2], ARGV[i])
+  local metadata = record and cjson.decode(record).m
+  out[#out + 1] = type(metadata) == 'string' and metadata or ''
 end
 return out
 """)
@@ -283,12 +273,14 @@ CHANNEL = _registry_script("""
 return {tostring(now()), redis.call('HGET', KEYS[1], ARGV[1]) or ''}
 """)
 
-# KEYS: nodes index. ARGV: prefix, ttl (s). Returns flat [id, HGETALL...] lists of live nodes.
+# KEYS: a node index shard. ARGV: ttl (s), what goes before and after an id in its node
+# record's name (keys.node_parts: the records of one shard's nodes share its slot).
+# Returns flat [id, HGETALL...] lists of the shard's live nodes.
 NODES = _registry_script("""
-local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now() - tonumber(ARGV[2])), '+inf')
+local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now() - tonumber(ARGV[1])), '+inf')
 local out = {}
 for _, id in ipairs(live) do
-  local fields = redis.call('HGETALL', ARGV[1] .. ':node:{' .. id .. '}')
+  local fields = redis.call('HGETALL', ARGV[2] .. id .. ARGV[3])
   if #fields > 0 then out[#out + 1] = fields end
 end
 return out
@@ -380,19 +372,18 @@ local function glob_match(name, g)
 end
 """
 
-# KEYS: rooms by-name, rooms by-size, nodes index. ARGV: order ("name"|"size"), offset,
-# count, name budget, step budget, prefix, node TTL (s), literal start of the glob ("" for
-# none), the first string after every name with that start, glob tokens (none: no filter).
-# Reaps up to 10 dead nodes first, so their members are not counted (one round trip for
-# both). By name with a literal start, only that start's rank range of the index is read
-# (two ZLEXCOUNTs find it; ZRANGEBYLEX's LIMIT would walk the offset). A call stops after
-# examining `name budget` names or spending `step budget` matcher steps.
+# KEYS: one shard's rooms by-name and by-size. ARGV: order ("name"|"size"), offset,
+# count, name budget, step budget, what goes before and after a name in its member-nodes
+# key (keys.member_nodes_parts), literal start of the glob ("" for none), the first
+# string after every name with that start, glob tokens (none: no filter). By name with a
+# literal start, only that start's rank range of the index is read (two ZLEXCOUNTs find
+# it; ZRANGEBYLEX's LIMIT would walk the offset). A call stops after examining
+# `name budget` names or spending `step budget` matcher steps.
 # Returns [total, next offset or -1, name, size, nodes holding members, ...].
-ROOMS = _registry_script(
+ROOMS = (
     GLOB
     + """
 local by_name, by_size = KEYS[1], KEYS[2]
-reap_dead(ARGV[6], KEYS[3], by_size, by_name, tonumber(ARGV[7]), 10)  -- dead nodes' members out
 local order, pos, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local name_budget, step_budget = tonumber(ARGV[4]), tonumber(ARGV[5])
 local tokens = {}
@@ -427,7 +418,7 @@ while found < count and pos < stop and scanned < name_budget and steps < step_bu
     if hit then
       out[#out + 1] = name
       out[#out + 1] = sizes[i] or redis.call('ZSCORE', by_size, name) or '0'
-      out[#out + 1] = redis.call('HLEN', ARGV[6] .. ':members:{' .. name .. '}:nodes')
+      out[#out + 1] = redis.call('HLEN', ARGV[6] .. name .. ARGV[7])
       found = found + 1
       if found == count then break end
     end
@@ -463,10 +454,11 @@ local function history_meta(stream, meta, fresh_epoch, ttl)
 end
 """
 
-# KEYS: history stream(G), history meta(G). ARGV: size, ttl (ms), pub/sub channel,
-# payload, a fresh epoch (used only when the group has none). Appends the payload as the
-# next offset, trims to about `size` entries, and publishes '~<offset> <epoch>\n<payload>'
-# in the same step. Returns [offset, epoch, subscribers reached].
+# KEYS: history stream(G), history meta(G), the group's pub/sub channel (declared, so a
+# cluster checks it shares the slot). ARGV: size, ttl (ms), publish command
+# (publish_command), payload, a fresh epoch (used only when the group has none). Appends
+# the payload as the next offset, trims to about `size` entries, and publishes
+# '~<offset> <epoch>\n<payload>' in the same step. Returns [offset, epoch, subscribers reached].
 HISTORY_APPEND = (
     _HISTORY_META
     + """
@@ -476,8 +468,8 @@ redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '0-' .. offset, 'm', ARGV[4]
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 local frame = '~' .. offset .. ' ' .. epoch .. '\\n' .. ARGV[4]
--- The group's one publish (sharded pub/sub: SPUBLISH, same slot as the keys).
-local reached = redis.call('PUBLISH', ARGV[3], frame)
+-- The group's one publish (SPUBLISH on a cluster: same slot as the keys).
+local reached = redis.call(ARGV[3], KEYS[3], frame)
 return {tonumber(offset), epoch, reached}
 """
 )
@@ -561,29 +553,13 @@ return acked
 """
 
 # -- the re-assert: a node rewrites its records as its memory holds them ---------------
-# Sent as one pipeline through the node's ordered writer: REASSERT_BEGIN, one
-# REASSERT_CHANNELS per chunk of channels, REASSERT_SWAP (which writes the generation),
-# one REASSERT_GROUPS per chunk of groups, then HEARTBEAT. Every step sets values rather
-# than adding to them, so running the whole sequence again changes nothing. Redis losing
-# its data in the middle (other clients run between the pipeline's commands) leaves no
-# generation, so the next heartbeat re-asserts again.
-_RESIZE = """
-local function resize(by_size, by_name, group, members)
-  local size = redis.call('ZCARD', members)
-  if size > 0 then
-    redis.call('ZADD', by_size, size, group)
-    redis.call('ZADD', by_name, 0, group)
-  else
-    redis.call('ZREM', by_size, group)
-    redis.call('ZREM', by_name, group)
-  end
-end
-"""
-
-
-def _resizing_script(body: str) -> str:
-    return _registry_script(_RESIZE + body)
-
+# Sent through the node's ordered writer in two steps. The node's side: REASSERT_BEGIN,
+# one REASSERT_CHANNELS per chunk of channels, REASSERT_SWAP (which writes the
+# generation and names the memberships the old records held beyond the new ones). Then
+# the groups' side: one REASSERT_GROUP per group the node is in or has left, then
+# HEARTBEAT. Every step sets values rather than adding to them, so running the whole
+# sequence again changes nothing. Redis losing its data in the middle (other clients
+# run between the commands) leaves no generation, so the next heartbeat re-asserts again.
 
 # KEYS: the node's staging hash. Clears what an interrupted re-assert left, and marks
 # the staging hash as this re-assert's with a field no channel can be called ("").
@@ -592,31 +568,27 @@ redis.call('DEL', KEYS[1])
 return redis.call('HSET', KEYS[1], '', '')
 """
 
-# KEYS: node channels(N), staging hash(N). ARGV: prefix, tolerance (s), JSON list of
-# [channel, seconds since opened (-1: never opened), metadata JSON ("": keep Redis's),
-# {group: seconds since joined}]. Adds missing memberships and stages each channel's
-# record. A stored join time within `tolerance` of the node's is kept, so a repeated
-# re-assert rewrites the same values.
+# KEYS: node channels(N), staging hash(N). ARGV: tolerance (s), JSON list of [channel,
+# seconds since opened (-1: never opened), metadata JSON ("": keep Redis's), {group:
+# seconds since joined}]. Stages each channel's record. A stored time within
+# `tolerance` of the node's is kept, so a repeated re-assert rewrites the same values.
 REASSERT_CHANNELS = _registry_script("""
-local t, prefix, tolerance = now(), ARGV[1], tonumber(ARGV[2])
-for _, entry in ipairs(cjson.decode(ARGV[3])) do
+local t, tolerance = now(), tonumber(ARGV[1])
+local function close_to(stored, computed)
+  return stored and math.abs(tonumber(stored) - computed) <= tolerance
+end
+for _, entry in ipairs(cjson.decode(ARGV[2])) do
   local channel, opened, metadata = entry[1], tonumber(entry[2]), entry[3]
   local old = decode(redis.call('HGET', KEYS[1], channel))
   local record, first = {g = {}}, nil
   for group, age in pairs(entry[4]) do
-    local members = prefix .. ':members:{' .. group .. '}'
     local joined = t - tonumber(age)
-    local stored = redis.call('ZSCORE', members, channel)
-    if stored and math.abs(tonumber(stored) - joined) <= tolerance then
-      joined = tonumber(stored)
-    else
-      redis.call('ZADD', members, joined, channel)
-    end
+    if close_to(old.g[group], joined) then joined = tonumber(old.g[group]) end
     record.g[group] = joined
     if first == nil or joined < first then first = joined end
   end
   local created = opened >= 0 and t - opened or nil
-  if old.t and (created == nil or math.abs(old.t - created) <= tolerance) then
+  if old.t and (created == nil or close_to(old.t, created)) then
     record.t = old.t
   else
     record.t = created or first or t
@@ -627,76 +599,87 @@ end
 return 1
 """)
 
-# KEYS: node channels(N), staging hash(N), rooms by-size, rooms by-name, node(N).
-# ARGV: prefix, node, generation. Removes the memberships Redis holds for the node and
-# the staged records lack, sizes the rooms they were in from their member sets, and
-# drops the node's count in them (REASSERT_GROUPS sets it again where the node has
-# members); then the staged records replace the node's, and the node record gets the
-# generation. Returns how many memberships were removed, or -1 (nothing done) when the
-# staging hash lost its mark: Redis lost data since REASSERT_BEGIN.
-REASSERT_SWAP = _resizing_script("""
-local prefix, node = ARGV[1], ARGV[2]
+# KEYS: node channels(N), staging hash(N), node(N). ARGV: generation. The staged
+# records replace the node's, and the node record gets the generation. Returns
+# [1, group, channel, ...]: the memberships the old records held and the staged ones
+# lack (REASSERT_GROUP removes them on the groups' side); or [-1] (nothing done) when
+# the staging hash lost its mark: Redis lost data since REASSERT_BEGIN.
+REASSERT_SWAP = _registry_script("""
 if redis.call('HDEL', KEYS[2], '') == 0 then
   redis.call('DEL', KEYS[2])
-  return -1
+  return {-1}
 end
 local old = redis.call('HGETALL', KEYS[1])
-local touched, removed = {}, 0
+local out = {1}
 for i = 1, #old, 2 do
   local raw, staged = old[i + 1], redis.call('HGET', KEYS[2], old[i])
   if staged ~= raw then  -- an unchanged record (the usual case) needs no decoding
     local keep = staged and decode(staged).g or {}
     for group, _ in pairs(decode(raw).g) do
-      if keep[group] == nil
-          and redis.call('ZREM', prefix .. ':members:{' .. group .. '}', old[i]) == 1 then
-        touched[group] = true
-        removed = removed + 1
-      end
+      if keep[group] == nil then out[#out + 1] = group; out[#out + 1] = old[i] end
     end
   end
-end
-for group, _ in pairs(touched) do
-  local members = prefix .. ':members:{' .. group .. '}'
-  redis.call('HDEL', members .. ':nodes', node)
-  resize(KEYS[3], KEYS[4], group, members)
 end
 if redis.call('HLEN', KEYS[2]) > 0 then
   redis.call('RENAME', KEYS[2], KEYS[1])
 else
   redis.call('DEL', KEYS[1])
 end
-if redis.call('HLEN', KEYS[5]) > 0 then  -- else it was lost too: no generation
-  redis.call('HSET', KEYS[5], 'gen', ARGV[3])
+if redis.call('HLEN', KEYS[3]) > 0 then  -- else it was lost too: no generation
+  redis.call('HSET', KEYS[3], 'gen', ARGV[1])
 end
-return removed
+return out
 """)
 
-# KEYS: rooms by-size, rooms by-name. ARGV: prefix, node, then pairs of group and the
-# node's member count in it. Sets the node's count and each room's size and indexes.
-REASSERT_GROUPS = _resizing_script("""
-local prefix, node = ARGV[1], ARGV[2]
-for i = 3, #ARGV, 2 do
-  local members = prefix .. ':members:{' .. ARGV[i] .. '}'
-  redis.call('HSET', members .. ':nodes', node, ARGV[i + 1])
-  resize(KEYS[1], KEYS[2], ARGV[i], members)
+# KEYS: members(G), member nodes(G), rooms by-size and by-name (G's shard). ARGV: group,
+# node, tolerance (s), how many members the node holds in G (n), n pairs of channel and
+# seconds since it joined, then channels to remove. Sets the node's memberships in G,
+# its count there, and the room's size in the index. A stored join time within
+# `tolerance` is kept. Returns how many memberships were removed.
+REASSERT_GROUP = _registry_script("""
+local group, node, tolerance, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local t, removed = now(), 0
+for i = 5 + 2 * n, #ARGV do
+  removed = removed + redis.call('ZREM', KEYS[1], ARGV[i])
 end
-return 1
+for i = 5, 4 + 2 * n, 2 do
+  local joined = t - tonumber(ARGV[i + 1])
+  local stored = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if not (stored and math.abs(tonumber(stored) - joined) <= tolerance) then
+    redis.call('ZADD', KEYS[1], joined, ARGV[i])
+  end
+end
+if n > 0 then
+  redis.call('HSET', KEYS[2], node, n)
+else
+  redis.call('HDEL', KEYS[2], node)
+end
+local size = redis.call('ZCARD', KEYS[1])
+if size > 0 then
+  redis.call('ZADD', KEYS[3], size, group)
+  redis.call('ZADD', KEYS[4], 0, group)
+else
+  redis.call('ZREM', KEYS[3], group)
+  redis.call('ZREM', KEYS[4], group)
+end
+return removed
 """)
 
 
 #: Scripts that may run twice without effect beyond running once, so a call whose
 #: connection dropped after sending may be retried (docs/reliability.md). Reads, and
-#: registry writes that set state: JOIN/LEAVE change the counters only when the
-#: membership itself changes, OPEN is HSETNX, CLOSE/SET_METADATA/HEARTBEAT/REAP set
-#: or delete, and every re-assert step sets values; HISTORY_READ only creates a missing
-#: epoch (a second run finds it); DURABLE_ACK acknowledges ids. Not here: DURABLE_SEND and
-#: DURABLE_NEXT (a second run queues or takes a second message), SEND_TO_NODE, PUSH and
+#: registry writes that set state: the JOIN and LEAVE halves change the counters only
+#: when the membership itself changes, OPEN is HSETNX, the others set or delete, and
+#: every re-assert step sets values; HISTORY_READ only creates a missing epoch (a second
+#: run finds it); DURABLE_ACK acknowledges ids. Not here: DURABLE_SEND and DURABLE_NEXT
+#: (a second run queues or takes a second message), SEND_TO_NODE, PUSH and
 #: HISTORY_APPEND (a second run delivers a second copy) and RELEASE (a second DECRBY frees
 #: a slot twice).
 IDEMPOTENT = frozenset(
-    {JOIN, LEAVE, OPEN, CLOSE, SET_METADATA, HEARTBEAT, REAP, ROOM, ROOM_SIZE, MEMBERS,
-     CHANNEL, NODES, ROOMS, HGETALL, REASSERT_BEGIN, REASSERT_CHANNELS, REASSERT_SWAP,
-     REASSERT_GROUPS, HISTORY_READ, DURABLE_ACK}
+    {JOIN_GROUP, LEAVE_GROUP, JOIN_RECORD, LEAVE_RECORD, OPEN, CLOSE_RECORD, SET_METADATA,
+     HEARTBEAT, DEAD, RETIRE, ALIVE, ROOM, ROOM_SIZE, MEMBER_ENTRIES, NODE_MEMBERS, CHANNEL,
+     NODES, ROOMS, HGETALL, REASSERT_BEGIN, REASSERT_CHANNELS, REASSERT_SWAP, REASSERT_GROUP,
+     HISTORY_READ, DURABLE_ACK}
 )  # fmt: skip
 
 

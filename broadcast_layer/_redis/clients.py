@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+import redis.cluster
 import redis.connection
 import redis.sentinel
 from channels_redis.utils import create_pool
@@ -44,9 +45,12 @@ except ImportError:  # pragma: no cover - older redis-py: no default timeout
     _REDIS_SOCKET_TIMEOUT = None
 
 
-def blocking_timeout(client: aioredis.Redis, longest: float = 5.0) -> float:
+def blocking_timeout(client: aioredis.Redis | RedisCluster, longest: float = 5.0) -> float:
     """Seconds a blocking command may wait in Redis without tripping ``socket_timeout``."""
-    kwargs = client.connection_pool.connection_kwargs
+    if isinstance(client, RedisCluster):
+        kwargs = client.nodes_manager.connection_kwargs
+    else:
+        kwargs = client.connection_pool.connection_kwargs
     socket_timeout = kwargs.get("socket_timeout", _REDIS_SOCKET_TIMEOUT)
     if not socket_timeout:
         return longest
@@ -201,6 +205,26 @@ def make_cluster_client(
     for node in client.nodes_manager.startup_nodes.values():
         node.connection_class = guarded
     return client
+
+
+def make_sync_cluster_client(
+    hosts: tuple[dict[str, Any], ...], limits: PoolLimits = DEFAULT_LIMITS
+) -> redis.RedisCluster:
+    """The blocking twin of :func:`make_cluster_client` (redis-py's retries off too)."""
+    nodes = []
+    options: dict[str, Any] = {}
+    for host in hosts:
+        node, node_options = _cluster_node(host)
+        nodes.append(redis.cluster.ClusterNode(node.host, node.port))  # type: ignore[no-untyped-call]
+        options = options or node_options
+    if options.pop("ssl", False):
+        options["ssl"] = True
+    return redis.RedisCluster(
+        startup_nodes=nodes,
+        max_connections=limits.max_connections,
+        retry=SyncRetry(NoBackoff(), 0),
+        **options,
+    )
 
 
 async def cluster_versions(hosts: tuple[dict[str, Any], ...]) -> dict[str, str]:

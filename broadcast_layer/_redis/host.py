@@ -17,20 +17,23 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
 from .. import _metrics
-from .._protocol.scripts import Call, script_name
+from .._protocol.scripts import Call, Plan, publish_command, script_name
 from . import retry
 from .clients import (
     DEFAULT_LIMITS,
     close_client,
     close_pool,
     make_client,
+    make_cluster_client,
     make_pool,
     make_sync_client,
+    make_sync_cluster_client,
 )
 from .errors import sync_redis_errors
 from .pools import PoolLimits
 from .retry import Backoff
 from .sentinel import MasterWatch, SwitchListener, is_sentinel
+from .sharded import ShardedSubscriber
 from .subscriber import ConnectionHandler, MessageHandler, Subscriber
 from .writer import OrderedWriter, Publisher
 
@@ -60,8 +63,8 @@ class Host:
             if is_sentinel(spec)
             else None
         )
-        self.client = make_client(spec, self.watch, limits)
-        self.subscriber = Subscriber(
+        self.client: Any = make_client(spec, self.watch, limits)
+        self.subscriber: Subscriber | ShardedSubscriber = Subscriber(
             spec, on_message, backoff, make_pool(spec, self.watch), on_connection
         )
         self.writer = OrderedWriter(self.run_all)
@@ -84,7 +87,8 @@ class Host:
         # The pool moves by itself: a connection to the old master is reconnected when
         # next taken and closed when returned (sentinel._MasterPool). The reader does not
         # take or return its connection, so it is moved here.
-        await self.subscriber.reconnect()
+        if isinstance(self.subscriber, Subscriber):
+            await self.subscriber.reconnect()
 
     def _script(self, source: str) -> AsyncScript:
         script = self._scripts.get(source)
@@ -103,6 +107,16 @@ class Host:
         if recorder.enabled:
             recorder.registry_call(script_name(call.script), started)
         return call.parse(reply)
+
+    async def run_plan(self, plan: Plan[T]) -> T:
+        """Run a plan's steps in turn, each in one pipeline; a failed call fails the plan."""
+        try:
+            calls = next(plan)
+            while True:
+                calls = plan.send(_raise_first(await self.run_all(calls)))
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
 
     async def _load(self, source: str) -> None:
         load = functools.partial(self.client.script_load, source)
@@ -158,7 +172,10 @@ class Host:
         # EVALSHA directly: redis-py's script objects would add a SCRIPT EXISTS round trip.
         async with self.client.pipeline(transaction=False) as pipe:
             for call in calls:
-                pipe.evalsha(self._script(call.script).sha, len(call.keys), *call.keys, *call.args)
+                # execute_command: redis-py's cluster pipeline refuses its evalsha method,
+                # though it routes EVALSHA by its keys like any keyed command.
+                pipe.execute_command("EVALSHA", self._script(call.script).sha, len(call.keys),
+                                     *call.keys, *call.args)  # fmt: skip
             replies: list[Any] = await pipe.execute(raise_on_error=False)
             return replies
 
@@ -177,11 +194,65 @@ class Host:
             await self.watch.close()
 
 
+class ClusterHost(Host):
+    """A whole Redis Cluster as one host: the cluster client routes each script call and
+    publish to the master owning its slot (all of a call's keys share one, see
+    ``_protocol/keys.py``), a pipeline goes out as one per master, and the subscriber
+    is a :class:`~.sharded.ShardedSubscriber` (``SSUBSCRIBE`` per owning master)."""
+
+    def __init__(
+        self,
+        specs: tuple[dict[str, Any], ...],
+        on_message: MessageHandler,
+        backoff: Backoff,
+        limits: PoolLimits = DEFAULT_LIMITS,
+        on_connection: ConnectionHandler | None = None,
+    ) -> None:
+        self.watch = None
+        self.client = make_cluster_client(specs, limits)
+        self.subscriber = ShardedSubscriber(
+            self.client, on_message, backoff=backoff, on_connection=on_connection
+        )
+        self.writer = OrderedWriter(self.run_all)
+        self.publisher = Publisher(self.client, publish_command(sharded=True),
+                                   route=self._owner)  # fmt: skip
+        self._scripts = {}
+        self._loaded = set()
+
+    def _owner(self, channel: str) -> Any:
+        """The master the slot map names for a channel (None before the map is read)."""
+        try:
+            node = self.client.get_node_from_key(channel)
+        except Exception:  # no slot map yet: one batch, which redis-py routes itself
+            return None
+        return None if node is None else node.name
+
+    async def close_pools(self) -> None:
+        """Close the command connections (the client reconnects on next use)."""
+        await self.client.aclose()
+
+    async def close(self) -> None:
+        """Stop the writers and the subscriber, close every connection (idempotent)."""
+        await self.publisher.close()
+        await self.writer.close()
+        await self.subscriber.close()
+        await self.client.aclose()
+
+
 class SyncHost:
     """A synchronous client to one host, with its scripts registered once (thread-safe)."""
 
-    def __init__(self, spec: dict[str, Any], limits: PoolLimits = DEFAULT_LIMITS) -> None:
-        self.client = make_sync_client(spec, limits)
+    def __init__(
+        self,
+        spec: dict[str, Any] | tuple[dict[str, Any], ...],
+        limits: PoolLimits = DEFAULT_LIMITS,
+    ) -> None:
+        """One server's ``hosts`` entry, or every entry of a cluster's (a tuple)."""
+        self.client: Any
+        if isinstance(spec, tuple):
+            self.client, self._publish = make_sync_cluster_client(spec, limits), "SPUBLISH"
+        else:
+            self.client, self._publish = make_sync_client(spec, limits), "PUBLISH"
         self._scripts: dict[str, Any] = {}
 
     def run(self, call: Call[T]) -> T:
@@ -198,17 +269,34 @@ class SyncHost:
             recorder.registry_call(script_name(call.script), started)
         return call.parse(reply)
 
+    def run_plan(self, plan: Plan[T]) -> T:
+        """Run a plan's steps in turn, one call at a time; a failed call fails the plan."""
+        try:
+            calls = next(plan)
+            while True:
+                calls = plan.send([self.run(call) for call in calls])
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+
     def publish(self, channel: str, data: bytes) -> int:
         """PUBLISH (retried only when it was not sent); return how many subscribers got it."""
         with sync_redis_errors():
             return int(
                 retry.call_sync(
-                    functools.partial(self.client.publish, channel, data),
+                    functools.partial(self.client.execute_command, self._publish, channel, data),
                     idempotent=False,
-                    what="PUBLISH",
+                    what=self._publish,
                 )
             )
 
     def close(self) -> None:
         """Close the client's connections."""
         self.client.close()
+
+
+def _raise_first(results: list[Any]) -> list[Any]:
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+    return results

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import logging
 import math
 from collections import deque
@@ -26,6 +27,7 @@ from redis.crc import key_slot
 from redis.exceptions import MovedError, RedisClusterException, ResponseError
 
 from ..exceptions import RedisUnavailable
+from . import retry
 from .errors import CONNECTION_ERRORS
 from .retry import DEFAULT_BACKOFF, Backoff, Retrying, raise_if_cancelled
 
@@ -225,13 +227,12 @@ class ShardedSubscriber:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.refreshes = 0  # slot map re-reads after a sign of a move (for tests and stats)
+        #: Signs that a master lost or dropped subscriptions (a lost connection, a
+        #: sunsubscribe push, MOVED): like a classic subscriber's reconnects, each one
+        #: means that master may have lost this node's records too (a failover).
+        self.reconnects = 0
 
-    async def subscribe(self, channels: Iterable[str | bytes], timeout: float = 10.0) -> None:
-        """Want ``channels`` and return once every one is acknowledged by its owner.
-
-        Raises :class:`RedisUnavailable` if that takes longer than ``timeout``; the
-        channels stay wanted (the reconciler keeps trying) until :meth:`unsubscribe`.
-        """
+    def _want(self, channels: Iterable[str | bytes]) -> set[bytes]:
         if self._closed:
             raise RedisUnavailable("the sharded subscriber is closed")
         wanted = {_bytes(c) for c in channels}
@@ -240,6 +241,46 @@ class ShardedSubscriber:
             self._task = asyncio.get_running_loop().create_task(
                 self._reconcile_loop(), name="broadcast_layer.sharded-reconciler"
             )
+        return wanted
+
+    async def want(self, channels: Iterable[str]) -> None:
+        """Want ``channels`` and SSUBSCRIBE at their owners (does not wait for the answer).
+
+        A cluster that cannot be reached now is left to the reconciler.
+        """
+        self._want(channels)
+        try:
+            await self._place()
+        except (RedisClusterException, *CONNECTION_ERRORS) as exc:
+            raise_if_cancelled()
+            logger.warning("Sharded subscribe deferred (%s); the reconciler retries", exc)
+            self._stale = True
+            self._dirty.set()
+
+    async def unwant(self, channels: Iterable[str]) -> None:
+        """Stop wanting ``channels`` (the classic subscriber's name for :meth:`unsubscribe`)."""
+        await self.unsubscribe(channels)
+
+    async def wait_subscribed(self, channel: str, timeout: float) -> None:
+        """Wait until the channel's owner acknowledged it; RedisUnavailable after ``timeout``."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._acknowledged(_bytes(channel))
+        except TimeoutError:
+            raise RedisUnavailable(
+                f"no SSUBSCRIBE acknowledgement within {timeout}s for {channel!r}"
+            ) from None
+
+    async def close_if_unused(self) -> None:
+        """Nothing to do: a master's connection closes once it has no wanted channel."""
+
+    async def subscribe(self, channels: Iterable[str | bytes], timeout: float = 10.0) -> None:
+        """Want ``channels`` and return once every one is acknowledged by its owner.
+
+        Raises :class:`RedisUnavailable` if that takes longer than ``timeout``; the
+        channels stay wanted (the reconciler keeps trying) until :meth:`unsubscribe`.
+        """
+        wanted = self._want(channels)
         try:
             async with asyncio.timeout(timeout):
                 await self._place()
@@ -302,6 +343,7 @@ class ShardedSubscriber:
                     waiter.set_result(None)
 
     def shard_trouble(self, shard: _Shard, reason: str) -> None:
+        self.reconnects += 1
         logger.info("Sharded pub/sub at %s:%s: %s; re-reading the slot map", *shard.address,
                     reason)  # fmt: skip
         self._stale = True
@@ -395,8 +437,13 @@ async def spublish(cluster: RedisCluster, channel: str | bytes, data: bytes) -> 
 
     redis-py's cluster client sends it to the owner in its slot map and follows a
     ``MOVED`` reply (the stale owner did not run it, so the message is not doubled).
+    Other failures are retried by ``retry.py`` as a non-idempotent call: only when the
+    command was never sent, or refused unexecuted (a cluster between owners), never
+    after a connection dropped with it in flight (with ``make_cluster_client``'s
+    client, whose own retries are off).
     """
-    return int(await cluster.spublish(channel, data))
+    send = functools.partial(cluster.spublish, channel, data)
+    return int(await retry.call(send, idempotent=False, what="SPUBLISH"))
 
 
 def _bytes(channel: str | bytes) -> bytes:

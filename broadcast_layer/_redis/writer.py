@@ -14,8 +14,6 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from redis import asyncio as aioredis
-
 from .. import _metrics
 from .._protocol.scripts import Call
 from . import retry
@@ -26,6 +24,8 @@ T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 RunAll = Callable[[list[Call[Any]]], Awaitable[list[Any]]]
+#: A publish waiting for the next pipeline: channel, data, the caller's future.
+_Queued = tuple[str, bytes, "asyncio.Future[int]"]
 
 
 def settle(futures: Sequence[asyncio.Future[Any]], results: Sequence[Any]) -> None:
@@ -106,7 +106,7 @@ class OrderedWriter:
 
 
 class Publisher:
-    """PUBLISH, auto-pipelined.
+    """PUBLISH (or SPUBLISH), auto-pipelined.
 
     A call goes out at once when no publish is in flight; calls made meanwhile are
     queued and sent together, in order, in one pipeline when it returns. A lone
@@ -114,10 +114,20 @@ class Publisher:
     of each paying redis-py's per-command cost.
     """
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(
+        self, client: Any, command: str = "PUBLISH", route: Callable[[str], Any] | None = None
+    ) -> None:
+        """``command``: PUBLISH, or SPUBLISH on a cluster (``scripts.publish_command``).
+
+        ``route`` (a cluster's): channel -> the server it goes to. A batch then becomes
+        one pipeline per server, each sent (and retried) on its own, so a connection
+        lost to one master never makes the others' publishes go out twice.
+        """
         self._client = client
+        self._command = command
+        self._route = route
         self._publishing = False
-        self._queue: list[tuple[str, bytes, asyncio.Future[int]]] = []
+        self._queue: list[_Queued] = []
         self._flusher: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -129,8 +139,8 @@ class Publisher:
             return await future
         self._publishing = True
         try:
-            send = functools.partial(self._client.publish, channel, data)
-            return int(await retry.call(send, idempotent=False, what="PUBLISH"))
+            send = functools.partial(self._client.execute_command, self._command, channel, data)
+            return int(await retry.call(send, idempotent=False, what=self._command))
         finally:
             if self._queue and not self._closed:
                 self._flusher = asyncio.get_running_loop().create_task(
@@ -143,22 +153,32 @@ class Publisher:
         try:
             while self._queue and not self._closed:
                 batch, self._queue = self._queue, []
-                try:
-                    send = functools.partial(self._publish_batch, batch)
-                    replies = await retry.call(send, idempotent=False, what="PUBLISH pipeline")
-                except Exception as exc:
-                    raise_if_cancelled()
-                    replies = [exc] * len(batch)
-                counts = [reply if isinstance(reply, Exception) else int(reply)
-                          for reply in replies]  # fmt: skip
-                settle([future for _, _, future in batch], counts)
+                if self._route is None:
+                    await self._send_batch(batch)
+                    continue
+                by_server: dict[Any, list[_Queued]] = {}
+                for queued in batch:
+                    by_server.setdefault(self._route(queued[0]), []).append(queued)
+                await asyncio.gather(*(self._send_batch(part) for part in by_server.values()))
         finally:
             self._publishing = False
 
-    async def _publish_batch(self, batch: list[tuple[str, bytes, asyncio.Future[int]]]) -> Any:
+    async def _send_batch(self, batch: list[_Queued]) -> None:
+        """Publish a batch in one pipeline and settle each caller's future."""
+        try:
+            send = functools.partial(self._publish_batch, batch)
+            replies = await retry.call(send, idempotent=False, what=f"{self._command} pipeline")
+        except Exception as exc:
+            raise_if_cancelled()
+            replies = [exc] * len(batch)
+        counts = [reply if isinstance(reply, Exception) else int(reply)
+                  for reply in replies]  # fmt: skip
+        settle([future for _, _, future in batch], counts)
+
+    async def _publish_batch(self, batch: list[_Queued]) -> Any:
         async with self._client.pipeline(transaction=False) as pipe:
             for channel, data, _ in batch:
-                pipe.publish(channel, data)
+                pipe.execute_command(self._command, channel, data)
             return await pipe.execute(raise_on_error=False)
 
     async def close(self) -> None:
