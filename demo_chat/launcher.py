@@ -1,4 +1,5 @@
-"""`make demo`: start Redis (embedded unless REDIS_URL is set), migrate, run two Daphne nodes.
+"""`make demo`: start Redis (embedded unless REDIS_URL or REDIS_CLUSTER is set), migrate, run
+two Daphne nodes.
 
 Ctrl-C stops everything this started. No secret goes on a command line, where every
 local user can read it (``ps``): the embedded Redis gets a random password through its
@@ -79,9 +80,9 @@ def main() -> int:
     # Explicit handlers: a shell that starts us in the background ignores SIGINT.
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
-    redis_url = os.environ.get("REDIS_URL")
+    redis_url = os.environ.get("REDIS_URL", "")
     embedded = None
-    if not redis_url:
+    if not redis_url and not os.environ.get("REDIS_CLUSTER"):  # the settings read either
         try:
             # Loopback only, protected mode, and a password nobody is told but the nodes.
             embedded = EmbeddedRedis(password=secrets.token_urlsafe(24)).start()

@@ -5,6 +5,8 @@
 ``REDIS_URL``             the channel layer's Redis; if unset, the one ``make demo`` started
                           (its URL, with its password, is in ``.demo/redis_url`` while it
                           runs), else ``redis://127.0.0.1:6379/0``
+``REDIS_CLUSTER``         startup nodes of a Redis Cluster (7+), comma-separated URLs; when
+                          set, the layer runs in cluster mode and ``REDIS_URL`` is ignored
 ``DEMO_PORTS``            the nodes' ports (default "8001,8002"), for the origins below
 ``DEMO_ALLOWED_ORIGINS``  the exact origins a WebSocket may come from, comma-separated
                           (default: http://127.0.0.1, localhost and [::1] on DEMO_PORTS)
@@ -56,6 +58,14 @@ def _redis_url() -> str:
         return (DEMO_DIR / "redis_url").read_text().strip()
     except FileNotFoundError:
         return "redis://127.0.0.1:6379/0"
+
+
+def _redis_hosts() -> dict[str, object]:
+    """The layer's ``hosts`` (and ``cluster``): REDIS_CLUSTER's startup nodes, else one URL."""
+    if cluster := os.environ.get("REDIS_CLUSTER"):
+        nodes = [url.strip() for url in cluster.split(",") if url.strip()]
+        return {"hosts": nodes, "cluster": True}
+    return {"hosts": [_redis_url()]}
 
 
 def _allowed_origins() -> list[str]:
@@ -126,7 +136,7 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "broadcast_layer.layer.BroadcastChannelLayer",
         "CONFIG": {
-            "hosts": [_redis_url()],
+            **_redis_hosts(),
             # Short so a killed node leaves everyone's presence lists quickly.
             "heartbeat_interval": float(os.environ.get("DEMO_HEARTBEAT", "2")),
             "node_ttl": float(os.environ.get("DEMO_NODE_TTL", "6")),

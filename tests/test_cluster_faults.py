@@ -1,0 +1,175 @@
+"""The layer on a real local Redis Cluster through a reshard and a CLUSTER FAILOVER.
+
+A sender layer ``group_send``s numbered messages while a fault moves the group's slot;
+a receiver layer ``receive``s them. Each stream is tallied (``tests/faults.py``): no
+duplicate, no reordering, nothing lost outside the window from the fault until delivery
+resumed, delivery resumes within :data:`RESUME_BOUND`, and neither the sender nor the
+receiver sees an error. Afterwards the registry still lists the member (re-asserted
+where the fault may have lost it). Run
+``pytest tests/test_cluster_faults.py -p no:randomly -s`` to see the figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from broadcast_layer import BroadcastChannelLayer
+from broadcast_layer._protocol.keys import Keys
+
+from . import faults
+from .cluster import RedisCluster
+from .conftest import eventually
+
+RATE = 100  # group_send per second
+#: Generous bound on "delivery resumes" (the machine is loaded).
+RESUME_BOUND = 10.0
+#: A message sent just before the fault can be in flight when the slot moves.
+IN_FLIGHT_SLACK = 0.05
+GROUP = "live"
+
+
+@dataclass
+class Stream:
+    """Numbered group messages from one layer, and what went wrong sending them."""
+
+    layer: BroadcastChannelLayer
+    sent: list[tuple[int, float]] = field(default_factory=list)
+    errors: list[BaseException] = field(default_factory=list)
+
+    async def run(self) -> None:
+        n = 0
+        while True:
+            n += 1
+            at = time.monotonic()
+            try:
+                await self.layer.group_send(GROUP, {"type": "m", "n": n})
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a consumer would see this: the test fails on it
+                self.errors.append(exc)
+            else:
+                self.sent.append((n, at))
+            await asyncio.sleep(1 / RATE)
+
+
+@dataclass
+class Inbox:
+    """What the receiver got: (number, arrival time), and any error receive raised."""
+
+    got: list[tuple[int, float]] = field(default_factory=list)
+    errors: list[BaseException] = field(default_factory=list)
+
+    async def run(self, layer: BroadcastChannelLayer, channel: str) -> None:
+        while True:
+            try:
+                message = await layer.receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.errors.append(exc)
+                await asyncio.sleep(0.01)
+            else:
+                self.got.append((message["n"], time.monotonic()))
+
+    def numbers(self) -> list[int]:
+        return [n for n, _ in self.got]
+
+
+@contextlib.asynccontextmanager
+async def running(*coros: object) -> AsyncIterator[None]:
+    tasks = [asyncio.ensure_future(coro) for coro in coros]  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def through_a_fault(
+    redis_cluster: RedisCluster, prefix: str, fault: Callable[[str], object], label: str
+) -> None:
+    config = {"hosts": [redis_cluster.url], "cluster": True, "prefix": prefix,
+              "heartbeat_interval": 0.5, "node_ttl": 5.0}  # fmt: skip
+    receiver, sender = BroadcastChannelLayer(**config), BroadcastChannelLayer(**config)
+    try:
+        async with asyncio.timeout(90):
+            await _through_a_fault(receiver, sender, fault, label)
+    finally:
+        await receiver.close()
+        await sender.close()
+
+
+async def _through_a_fault(
+    receiver: BroadcastChannelLayer,
+    sender: BroadcastChannelLayer,
+    fault: Callable[[str], object],
+    label: str,
+) -> None:
+    channel = await receiver.new_channel()
+    await receiver.group_add(GROUP, channel)
+    inbox, stream = Inbox(), Stream(sender)
+    group_channel = Keys(receiver.config.prefix, cluster=True).group_channel(GROUP)
+    async with running(inbox.run(receiver, channel), stream.run()):
+        await eventually(lambda: len(inbox.got) >= 50, 20)
+        fault_at = time.monotonic()
+        await asyncio.to_thread(fault, group_channel)
+        done_at = time.monotonic()
+        await eventually(lambda: any(at > done_at for _, at in inbox.got), RESUME_BOUND)
+        resumed_at = min(at for _, at in inbox.got if at > done_at)
+        mark = len(inbox.got)
+        await eventually(lambda: len(inbox.got) >= mark + 50, 20)
+        last = stream.sent[-1][0]
+        # The sender keeps going until the last number is in: the stream is drained.
+        await eventually(lambda: last in inbox.numbers(), 10)
+
+    sent = [n for n, at in stream.sent if n <= last]
+    result = faults.tally(sent, [n for n in inbox.numbers() if n <= last])
+    sent_at = dict(stream.sent)
+    lost = [sent_at[n] for n in set(sent) - set(inbox.numbers())]
+    arrivals = dict(inbox.got)
+    after = [arrivals[n] for n, at in stream.sent if lost and at > max(lost) and n in arrivals]
+    outage = min(after) - min(lost) if lost else 0.0
+    print(
+        f"\n{label} through the layer: the fault took {done_at - fault_at:.3f}s; delivery "
+        f"resumed {resumed_at - done_at:.3f}s after it; outage {outage:.3f}s; sent "
+        f"{result.sent}, lost {result.lost}, duplicated {result.duplicated}, reordered "
+        f"{result.reordered}; errors: send {len(stream.errors)}, receive {len(inbox.errors)}"
+    )
+    assert stream.errors == []
+    assert inbox.errors == []
+    assert result.duplicated == 0
+    assert result.reordered == 0
+    assert all(fault_at - IN_FLIGHT_SLACK <= at <= resumed_at for at in lost), "lost outside"
+    # The registry still tells the truth (re-asserted where the fault may have lost it).
+    await eventually(lambda: _listed(sender, channel), 15)
+
+
+async def _listed(layer: BroadcastChannelLayer, channel: str) -> bool:
+    members = await layer.registry.members(GROUP)
+    return [member.channel for member in members] == [channel] and (
+        await layer.registry.room_size(GROUP) == 1
+    )
+
+
+@pytest.mark.slow
+async def test_a_reshard_during_group_traffic(redis_cluster: RedisCluster, prefix: str) -> None:
+    await through_a_fault(
+        redis_cluster, prefix, lambda channel: faults.reshard(redis_cluster, channel), "reshard"
+    )
+
+
+@pytest.mark.slow
+async def test_a_failover_during_group_traffic(redis_cluster: RedisCluster, prefix: str) -> None:
+    def fail_over(channel: str) -> None:
+        faults.cluster_failover(redis_cluster, redis_cluster.owner_of(channel))
+
+    await through_a_fault(redis_cluster, prefix, fail_over, "CLUSTER FAILOVER")
