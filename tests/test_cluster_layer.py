@@ -255,3 +255,24 @@ async def test_the_emitter_and_the_sync_registry(cluster_layer, settings):
     assert await sync_to_async(emit, thread_sensitive=False)() == (1, 1, 1)
     assert await within(layer.receive(channel)) == {"type": "n"}
     assert await within(layer.receive(channel)) == {"type": "direct"}
+
+
+async def test_ping_flush_and_close_pools_on_the_cluster(cluster_layer, redis_cluster):
+    """flush() deletes the prefix's keys on every master; close_pools() reopens on use."""
+    layer = cluster_layer()
+    await layer.ping()
+    channels = [await layer.new_channel() for _ in range(3)]
+    for i in range(30):  # groups on every master
+        await layer.group_add(f"g{i}", channels[i % 3])
+    await layer.send("queue", {"type": "q"})
+    prefix = layer.config.prefix
+
+    def keys_left() -> int:
+        return sum(len(node.call("KEYS", f"{prefix}:*")) for node in redis_cluster.masters())
+
+    assert keys_left() > 30
+    await layer.close_pools()
+    await layer.group_send("g1", {"type": "after close_pools"})
+    assert await within(layer.receive(channels[1])) == {"type": "after close_pools"}
+    await layer.flush()
+    assert keys_left() == 0
