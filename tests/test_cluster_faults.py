@@ -24,7 +24,7 @@ from broadcast_layer._protocol.keys import Keys
 
 from . import faults
 from .cluster import RedisCluster
-from .conftest import eventually
+from .conftest import eventually, within
 
 RATE = 100  # group_send per second
 #: Generous bound on "delivery resumes" (the machine is loaded).
@@ -173,3 +173,26 @@ async def test_a_failover_during_group_traffic(redis_cluster: RedisCluster, pref
         faults.cluster_failover(redis_cluster, redis_cluster.owner_of(channel))
 
     await through_a_fault(redis_cluster, prefix, fail_over, "CLUSTER FAILOVER")
+
+
+@pytest.mark.slow
+async def test_a_master_that_lost_its_data_gets_the_records_back(
+    redis_cluster: RedisCluster, prefix: str
+) -> None:
+    """FLUSHALL on the master of a group's slot, with its connections dropped (a restart
+    without persistence, as the layer sees it): the member's node re-asserts there."""
+    config = {"hosts": [redis_cluster.url], "cluster": True, "prefix": prefix,
+              "heartbeat_interval": 0.3, "node_ttl": 5.0}  # fmt: skip
+    layer = BroadcastChannelLayer(**config)
+    try:
+        channel = await layer.new_channel()
+        await layer.group_add(GROUP, channel)
+        master = redis_cluster.owner_of(Keys(prefix, cluster=True).members(GROUP))
+        url = f"redis://127.0.0.1:{master.port}"
+        faults.flushall(url)
+        faults.kill_clients(url)
+        await eventually(lambda: _listed(layer, channel), 15)
+        await layer.group_send(GROUP, {"type": "m", "n": 1})
+        assert (await within(layer.receive(channel)))["n"] == 1
+    finally:
+        await layer.close()
