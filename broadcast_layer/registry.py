@@ -1,9 +1,11 @@
 """The cross-node room registry: its records in Redis and every query over them.
 
-Answers come from Redis directly (no asking the nodes). Each query is a :class:`Call`
-(one Lua script and how to read its reply) run by :class:`Registry` on the layer's
-event loop, or by :class:`SyncRegistry` with redis-py's synchronous client from views,
-admin pages and management commands. The registry lives on the first configured host.
+Answers come from Redis directly (no asking the nodes). Each query is a plan of
+script calls (most are one call; on a cluster, those over every shard or node read
+them in one step and merge) run by :class:`Registry` on the layer's event loop, or by
+:class:`SyncRegistry` with redis-py's synchronous client from views, admin pages and
+management commands. The registry lives on the first configured host, or across a
+cluster's masters.
 """
 
 from __future__ import annotations
@@ -346,7 +348,8 @@ def _pairs(reply: list[Any]) -> dict[str, Any]:
 class Registry:
     """Registry queries for async code, on the layer's own connections.
 
-    Get it from ``layer.registry``. Every method is one Redis round trip, shared by
+    Get it from ``layer.registry``. Every method is one or two Redis round trips
+    (``rooms()`` more when it reaps; docs/registry.md), shared by
     identical concurrent calls on the same event loop (single-flight, see
     docs/registry.md): callers of one flight get equal results, and the result
     objects inside them (``Member``, ``ChannelInfo`` and their dicts) are shared, so
