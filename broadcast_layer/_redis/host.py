@@ -249,10 +249,12 @@ class SyncHost:
     ) -> None:
         """One server's ``hosts`` entry, or every entry of a cluster's (a tuple)."""
         self.client: Any
+        cluster = isinstance(spec, tuple)
         if isinstance(spec, tuple):
-            self.client, self._publish = make_sync_cluster_client(spec, limits), "SPUBLISH"
+            self.client = make_sync_cluster_client(spec, limits)
         else:
-            self.client, self._publish = make_sync_client(spec, limits), "PUBLISH"
+            self.client = make_sync_client(spec, limits)
+        self._publish = publish_command(sharded=cluster)
         self._scripts: dict[str, Any] = {}
 
     def run(self, call: Call[T]) -> T:
