@@ -196,3 +196,42 @@ async def test_a_master_that_lost_its_data_gets_the_records_back(
         assert (await within(layer.receive(channel)))["n"] == 1
     finally:
         await layer.close()
+
+
+async def test_health_and_connection_signals_on_a_cluster(
+    redis_cluster: RedisCluster, prefix: str
+) -> None:
+    """layer.health() passes through the node's sharded connection; killing the pub/sub
+    connections on every master sends connection_lost, then connection_restored once
+    every master's connection is back (never two losses in a row)."""
+    from broadcast_layer.signals import connection_lost, connection_restored
+
+    events: list[str] = []
+
+    def on_lost(sender: object, **kwargs: object) -> None:
+        events.append("lost")
+
+    def on_restored(sender: object, **kwargs: object) -> None:
+        events.append("restored")
+
+    layer = BroadcastChannelLayer(hosts=[redis_cluster.url], cluster=True, prefix=prefix)
+    connection_lost.connect(on_lost)
+    connection_restored.connect(on_restored)
+    try:
+        channel = await layer.new_channel()
+        for i in range(12):  # groups on every master
+            await layer.group_add(f"g{i}", channel)
+        health = await layer.health(timeout=10)
+        assert health.ok, health
+        assert health.pubsub == ("connected",)
+        urls = [f"redis://127.0.0.1:{master.port}" for master in redis_cluster.masters()]
+        await asyncio.to_thread(lambda: [faults.kill_clients(url, "pubsub") for url in urls])
+        await eventually(lambda: events[-1:] == ["restored"], 20)
+        # One lost/restored pair per outage: the kills may overlap (one pair) or not.
+        assert events[0::2] == ["lost"] * (len(events) // 2)
+        assert events[1::2] == ["restored"] * (len(events) // 2)
+        assert (await layer.health(timeout=10)).ok
+    finally:
+        connection_lost.disconnect(on_lost)
+        connection_restored.disconnect(on_restored)
+        await layer.close()

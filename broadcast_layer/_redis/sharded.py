@@ -44,11 +44,14 @@ class _Owner(Protocol):
     def shard_message(self, shard: _Shard, channel: bytes, data: bytes) -> None: ...
     def shard_acked(self, shard: _Shard, channel: bytes) -> None: ...
     def shard_trouble(self, shard: _Shard, reason: str) -> None: ...
+    def shard_link(self, shard: _Shard, up: bool) -> None: ...
 
 
 class ShardState(enum.Enum):
-    """Lifecycle of one master's connection."""
+    """Lifecycle of one master's connection (and, as :attr:`ShardedSubscriber.state`, of
+    them all: idle before any, connecting while one is)."""
 
+    IDLE = "idle"
     CONNECTING = "connecting"  # (re)connecting, or waiting out a backoff
     CONNECTED = "connected"  # reading; SSUBSCRIBE sent for every assigned channel
     CLOSED = "closed"
@@ -130,6 +133,7 @@ class _Shard:
                 self._pending.clear()
                 self.acked.clear()
                 self.state = ShardState.CONNECTED
+                self._owner.shard_link(self, True)
                 await self.resubscribe()
                 retrying.reset()
                 await self._read_forever()
@@ -137,6 +141,7 @@ class _Shard:
                 raise_if_cancelled()
                 self.state = ShardState.CONNECTING
                 self.acked.clear()
+                self._owner.shard_link(self, False)
                 delay = retrying.next_delay()
                 logger.warning("Sharded pub/sub to %s:%s lost (%s); retrying in %.2fs",
                                *self.address, exc, delay)  # fmt: skip
@@ -211,9 +216,14 @@ class ShardedSubscriber:
         *,
         backoff: Backoff = DEFAULT_BACKOFF,
         reconcile_interval: float = 5.0,
+        on_connection: Callable[[bool], None] | None = None,
     ) -> None:
+        """``on_connection(lost)``: called when the first master's connection is lost
+        (True) and when every lost one is back (False), like the classic subscriber's."""
         self._cluster = cluster
         self._on_message = on_message
+        self._on_connection = on_connection
+        self._down: set[Address] = set()
         self._backoff = backoff
         self._interval = reconcile_interval
         self._wanted: set[bytes] = set()
@@ -310,6 +320,18 @@ class ShardedSubscriber:
         return shard is not None and channel in shard.acked
 
     @property
+    def state(self) -> ShardState:
+        """CLOSED, CONNECTING while a master's connection is (re)connecting, CONNECTED
+        when every one is up, IDLE before any."""
+        if self._closed:
+            return ShardState.CLOSED
+        if not self._shards:
+            return ShardState.IDLE
+        if any(shard.state is not ShardState.CONNECTED for shard in self._shards.values()):
+            return ShardState.CONNECTING
+        return ShardState.CONNECTED
+
+    @property
     def masters(self) -> frozenset[Address]:
         """The masters this subscriber holds a connection to."""
         return frozenset(self._shards)
@@ -341,6 +363,18 @@ class ShardedSubscriber:
             for waiter in self._waiters.pop(channel, ()):
                 if not waiter.done():
                     waiter.set_result(None)
+
+    def shard_link(self, shard: _Shard, up: bool) -> None:
+        was_lost = bool(self._down)
+        if up:
+            self._down.discard(shard.address)
+        else:
+            self._down.add(shard.address)
+        if self._on_connection is not None and was_lost != bool(self._down):
+            try:
+                self._on_connection(bool(self._down))
+            except Exception:  # a listener's failure must not stop the reader
+                logger.exception("A pub/sub connection listener failed")
 
     def shard_trouble(self, shard: _Shard, reason: str) -> None:
         self.reconnects += 1
@@ -413,6 +447,7 @@ class ShardedSubscriber:
             if not shard.channels:
                 del self._shards[address]
                 await shard.close()
+                self.shard_link(shard, True)  # a master left behind is no longer missed
 
     async def close(self) -> None:
         """Stop reconciling, close every connection, cancel waiters (idempotent)."""
@@ -426,6 +461,7 @@ class ShardedSubscriber:
             shards, self._shards = list(self._shards.values()), {}
             for shard in shards:
                 await shard.close()
+        self._down.clear()
         for waiters in self._waiters.values():
             for waiter in waiters:
                 waiter.cancel()
