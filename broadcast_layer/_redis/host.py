@@ -109,11 +109,16 @@ class Host:
         return call.parse(reply)
 
     async def run_plan(self, plan: Plan[T]) -> T:
-        """Run a plan's steps in turn, each in one pipeline; a failed call fails the plan."""
+        """Run a plan's steps in turn: a step of one call as :meth:`run`, a larger one in
+        one pipeline (:meth:`run_all`); a failed call fails the plan."""
         try:
             calls = next(plan)
             while True:
-                calls = plan.send(_raise_first(await self.run_all(calls)))
+                if len(calls) == 1:
+                    results = [await self.run(calls[0])]
+                else:
+                    results = _raise_first(await self.run_all(calls))
+                calls = plan.send(results)
         except StopIteration as stop:
             result: T = stop.value
             return result
