@@ -18,6 +18,7 @@ import enum
 import functools
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
@@ -82,6 +83,8 @@ class _Shard:
         self._owner = owner
         self._backoff = backoff
         self._pending: set[bytes] = set()  # SSUBSCRIBE sent, not answered yet
+        self._linked = False  # told the owner this connection is up and subscribed
+        self._asked_at = 0.0  # when the oldest unanswered SSUBSCRIBE was sent
         self._sent: deque[tuple[int, bytes, bytes]] = deque()  # (command no, kind, channel)
         self._commands = 0
         self._lock = asyncio.Lock()
@@ -117,6 +120,8 @@ class _Shard:
                     self._commands += 1
                     self._sent.extend((self._commands, kind, channel) for channel in group)
                     if kind == _SSUBSCRIBE:
+                        if not self._pending:
+                            self._asked_at = time.monotonic()
                         self._pending.update(group)
                     # check_health=False: a PING would read the socket the reader blocks on.
                     await self._conn.send_command(kind.decode(), *group, check_health=False)
@@ -133,14 +138,15 @@ class _Shard:
                 self._pending.clear()
                 self.acked.clear()
                 self.state = ShardState.CONNECTED
-                self._owner.shard_link(self, True)
                 await self.resubscribe()
+                self._check_linked()
                 retrying.reset()
                 await self._read_forever()
             except Exception as exc:  # any failure: reconnect rather than lose the channels
                 raise_if_cancelled()
                 self.state = ShardState.CONNECTING
                 self.acked.clear()
+                self._linked = False
                 self._owner.shard_link(self, False)
                 delay = retrying.next_delay()
                 logger.warning("Sharded pub/sub to %s:%s lost (%s); retrying in %.2fs",
@@ -173,11 +179,30 @@ class _Shard:
                 if channel in self.channels:
                     self.acked.add(channel)
                     self._owner.shard_acked(self, channel)
+                self._check_linked()
             return
         if kind == _SUNSUBSCRIBE and channel in self.channels:
             # Not an answer: the server dropped the channel (its slot moved away).
             self.acked.discard(channel)
             self._owner.shard_trouble(self, f"server sunsubscribed {channel!r}")
+
+    def stuck(self, seconds: float) -> bool:
+        """Whether an SSUBSCRIBE on the current connection has waited ``seconds`` for an
+        answer (seen once after the connections of every master were killed at once)."""
+        return (self.state is ShardState.CONNECTED and bool(self._pending)
+                and time.monotonic() - self._asked_at > seconds)  # fmt: skip
+
+    async def restart(self) -> None:
+        """Drop the connection: the reader reconnects and subscribes to everything again."""
+        with contextlib.suppress(*CONNECTION_ERRORS):
+            await self._conn.disconnect()
+
+    def _check_linked(self) -> None:
+        """Tell the owner the connection is back once it is resubscribed (like the classic
+        subscriber: "restored" means a publish issued now reaches this node)."""
+        if not self._linked and self.state is ShardState.CONNECTED and not self._pending:
+            self._linked = True
+            self._owner.shard_link(self, True)
 
     def _refused(self, exc: ResponseError) -> None:
         """An error answers the whole command at the head of the queue."""
@@ -190,6 +215,7 @@ class _Shard:
             self._pending.discard(channel)
         reason = "MOVED" if isinstance(exc, MovedError) else f"refused: {exc}"
         self._owner.shard_trouble(self, reason)
+        self._check_linked()
 
     async def close(self) -> None:
         """Stop the reader and close the connection (idempotent)."""
@@ -429,7 +455,12 @@ class ShardedSubscriber:
             for address, channels in moves.items():
                 await self._shard(address).add(channels)
             for shard in self._shards.values():
-                await shard.resubscribe()
+                if shard.stuck(self._interval):  # a safety net: answers never came
+                    logger.warning("Sharded pub/sub to %s:%s: no SSUBSCRIBE answer for %ss; "
+                                   "reconnecting", *shard.address, self._interval)  # fmt: skip
+                    await shard.restart()
+                else:
+                    await shard.resubscribe()
             await self._close_empty()
 
     def _shard(self, address: Address) -> _Shard:
