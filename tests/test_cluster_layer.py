@@ -89,7 +89,10 @@ async def test_every_script_call_touches_one_slot(cluster_layer, monkeypatch):
     """Each call the layer makes through a whole session of work names keys of one slot,
     and the session runs every script the layer has (so none escaped the check)."""
     log = CallLog(monkeypatch)
-    a, b = cluster_layer(heartbeat_interval=0.2, node_ttl=1.0), cluster_layer()
+    extra = {"history": {"h.*": {"size": 10, "ttl": 60}},
+             "durable_channels": {"jobs.*": {"claim_after": 5}}}  # fmt: skip
+    a = cluster_layer(heartbeat_interval=0.2, node_ttl=1.0, **extra)
+    b = cluster_layer(**extra)
     x, y = await a.new_channel(), await b.new_channel()
     await a.group_add("room", x)
     await b.group_add("room", y)
@@ -99,16 +102,23 @@ async def test_every_script_call_touches_one_slot(cluster_layer, monkeypatch):
     assert await within(a.receive(x)) == {"type": "direct"}
     await a.send("jobs", {"type": "job"})
     assert await within(b.receive("jobs")) == {"type": "job"}
+    for n in range(2):  # a durable channel: send, take, acknowledge
+        await a.send("jobs.work", {"type": "job", "n": n})
+    assert [(await within(b.receive("jobs.work")))["n"] for _ in range(2)] == [0, 1]
+    await b.group_add("h.room", y)  # a history group: append and read
+    await a.group_send("h.room", {"type": "kept"})
+    assert (await within(b.receive(y)))["type"] == "kept"
+    assert len((await a.group_history("h.room")).messages) == 1
     await a.group_send("room", {"type": "hello"})
     assert await within(b.receive(y)) == {"type": "hello"}
     registry = a.registry
-    assert [room.name for room in (await registry.rooms()).rooms] == ["other", "room"]
+    assert [room.name for room in (await registry.rooms()).rooms] == ["h.room", "other", "room"]
     assert (await registry.rooms("r*", order="size")).rooms[0].size == 2
     assert await registry.room_size("room") == 2
     assert (await registry.room("room")).nodes == 2
     assert sorted((await registry.members_per_node("room")).values()) == [1, 1]
     assert {m.channel: m.metadata for m in await registry.members("room")}[x] == {"user": 1}
-    assert set(await registry.groups_of(y)) == {"room", "other"}
+    assert set(await registry.groups_of(y)) == {"room", "other", "h.room"}
     assert len(await registry.nodes()) == 2
     assert len(await registry.node_channels(b.node_id)) == 1
     await a.nodes.current().registry.reassert()
@@ -276,3 +286,20 @@ async def test_ping_flush_and_close_pools_on_the_cluster(cluster_layer, redis_cl
     assert await within(layer.receive(channels[1])) == {"type": "after close_pools"}
     await layer.flush()
     assert keys_left() == 0
+
+
+async def test_a_history_group_on_the_cluster(cluster_layer):
+    """A history group's append publishes with SPUBLISH from its one-slot script (its
+    stream and meta share the group's slot); offsets and the kept pages work as on one
+    server. A durable channel (one stream key) works too."""
+    history = {"chat.*": {"size": 100, "ttl": 3600}}
+    sender, member = cluster_layer(history=history), cluster_layer(history=history)
+    channel = await member.new_channel()
+    await member.group_add("chat.room", channel)
+    for n in range(3):
+        assert await sender.group_send("chat.room", {"type": "m", "n": n}) == 1
+    received = [await within(member.receive(channel)) for _ in range(3)]
+    assert [m["history"]["offset"] for m in received] == [1, 2, 3]
+    page = await sender.group_history("chat.room", limit=2)
+    assert page.complete
+    assert [m.message["n"] for m in page.messages] == [1, 2]
