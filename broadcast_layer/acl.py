@@ -82,8 +82,11 @@ def acl_rules(prefix: str = "asgi", redis_version: tuple[int, int] = (7, 2)) -> 
     commands = list(COMMANDS)
     if redis_version >= (7, 2):
         commands.append(CLIENT_SETINFO)
+    # Scripts that publish declare their pub/sub channel in KEYS (one slot on a cluster),
+    # so the channel patterns are key patterns too.
+    key_patterns = dict.fromkeys([*keys.patterns(), *keys.channel_patterns()])
     return [
-        *(f"~{pattern}" for pattern in keys.patterns()),
+        *(f"~{pattern}" for pattern in key_patterns),
         # Redis 6.2 gives a new user every channel (acl-pubsub-default allchannels) and
         # refuses a channel pattern after that; 7.0 starts with none. Say it either way.
         "resetchannels",
