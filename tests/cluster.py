@@ -26,6 +26,8 @@ from redis.crc import key_slot
 
 from broadcast_layer.contrib.embedded import _free_port, find_redis_server
 
+from .servers import answers
+
 #: How long a node may be unreachable before the others mark it failed: short, so a
 #: test's failover settles in seconds.
 NODE_TIMEOUT_MS = 1000
@@ -147,7 +149,7 @@ class RedisCluster:
                 [server, str(conf)], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
         node = Node(port, process, log)
-        _wait(lambda: _answers(node), f"node {port} to start")
+        _wait(lambda: answers(node, f"cluster node {port}"), f"node {port} to start")
         return node
 
     def stop(self) -> None:
@@ -307,18 +309,6 @@ def _linked(node: Node, to: Node | None = None) -> bool:
     if to is not None and info.get("master_port") != to.port:
         return False
     return info.get("role") == "slave" and info.get("master_link_status") == "up"
-
-
-def _answers(node: Node) -> bool:
-    if not node.alive:
-        raise RuntimeError(f"cluster node exited: {node.log.read_text()[-500:]}")
-    client = node.client()
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
-    finally:
-        client.close()
 
 
 def _wait(condition: Callable[[], object], what: str, seconds: float = 60.0) -> None:

@@ -25,6 +25,8 @@ from redis import asyncio as aioredis
 
 from broadcast_layer.contrib.embedded import _free_port, find_redis_server
 
+from .servers import answers
+
 MASTER_NAME = "mymaster"
 #: Sentinel settings short enough for a test: down after 1 s, a failover retried after 3 s.
 DOWN_AFTER_MS = 1000
@@ -115,7 +117,7 @@ class SentinelDeployment:
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )  # fmt: skip
         server = Server(name, port, process, log)
-        self._wait(lambda: _answers(server), f"{name} to start")
+        self._wait(lambda: answers(server, name), f"{name} to start")
         return server
 
     def _start_data(self, name: str, replicaof: int | None = None) -> Server:
@@ -187,18 +189,6 @@ class SentinelDeployment:
         """A data node that is not the current master."""
         master = self.master()
         return next(s for s in self.data.values() if s is not master)
-
-
-def _answers(server: Server) -> bool:
-    if not server.alive:
-        raise RuntimeError(f"{server.name} exited: {server.log.read_text()[-500:]}")
-    client = server.client()
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
-    finally:
-        client.close()
 
 
 def _info(server: Server, section: str) -> dict[str, Any]:
