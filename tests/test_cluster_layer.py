@@ -7,7 +7,8 @@ skipped where the cluster cannot run (no redis-cli, or a Redis before 7).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -27,19 +28,9 @@ ClusterLayers = Callable[..., BroadcastChannelLayer]
 
 
 @pytest.fixture
-async def cluster_layer(redis_cluster: RedisCluster, prefix: str) -> AsyncIterator[ClusterLayers]:
+def cluster_layer(redis_cluster: RedisCluster, make_layer: ClusterLayers) -> ClusterLayers:
     """Build layers on the session's cluster under this test's prefix; closed afterwards."""
-    layers: list[BroadcastChannelLayer] = []
-
-    def factory(**config: Any) -> BroadcastChannelLayer:
-        config = {"hosts": [redis_cluster.url], "cluster": True, "prefix": prefix, **config}
-        layer = BroadcastChannelLayer(**config)
-        layers.append(layer)
-        return layer
-
-    yield factory
-    for layer in layers:
-        await layer.close()
+    return functools.partial(make_layer, hosts=[redis_cluster.url], cluster=True)
 
 
 def test_the_shard_tags_spread_evenly_over_the_slots():
