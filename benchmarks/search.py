@@ -55,7 +55,8 @@ def usec_per_call(client: redis.Redis, registry: SyncRegistry, pattern: str) -> 
 
 def every_page(registry: SyncRegistry, pattern: str) -> int:
     """Page through every match of ``pattern``; returns the number of pages."""
-    pages, offset = 0, 0
+    pages = 0
+    offset: int | None = 0
     while offset is not None:
         page = registry.rooms(pattern, "name", offset, 50)
         pages += 1
