@@ -36,8 +36,10 @@ pytestmark = pytest.mark.slow
 
 GROUP = "failover-room"
 RATE = 200  # group_send per second
-#: Generous bound on "the members follow the new master": the issue's target is ~1 s.
-RESUME_BOUND = 5.0
+#: "The members follow the new master within about a second of its announcement"
+#: (measured: 0.04 s after SENTINEL FAILOVER, 0.10 s after SIGKILL of the master); the
+#: half second over it is room for a loaded machine, not for a slower design.
+RESUME_BOUND = 1.5
 #: A message Redis published just before it died can still be in its output buffer or
 #: in the node's socket when the connection resets: pub/sub is at most once, so the
 #: loss window opens this long before the fault.
