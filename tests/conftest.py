@@ -1,4 +1,9 @@
-"""Shared fixtures: one real redis-server per session, isolated prefixes, N-node layers."""
+"""Shared fixtures: one real redis-server per session, isolated prefixes, N-node layers.
+
+A test runs against the session's redis-server; one marked :data:`on_both` runs a second
+time against the session's local Redis Cluster (the ``deployment`` fixture, which
+``make_layer``, ``redis_client`` and ``node_processes`` follow).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -106,10 +112,49 @@ def redis_url(redis_server: EmbeddedRedis) -> str:
     return redis_server.url
 
 
+@dataclass(frozen=True)
+class Deployment:
+    """Where a test's layers run: the session's redis-server, or its local cluster."""
+
+    name: str
+    #: One server's URL (on a cluster, enough for a client to find the rest).
+    url: str
+    cluster: bool
+    #: The URLs of the servers that hold data now: the server, or the cluster's masters
+    #: (asked each time: a test before may have failed one over).
+    masters: Callable[[], list[str]]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The CONFIG keys that point a layer here."""
+        return {"hosts": [self.url], "cluster": self.cluster}
+
+    def client(self) -> redis.Redis | redis.RedisCluster:
+        """A plain synchronous client; on a cluster it sends each key to its master."""
+        if self.cluster:
+            return redis.RedisCluster.from_url(self.url)
+        return redis.Redis.from_url(self.url)
+
+
+#: Run a test on the session's redis-server and again on its local cluster.
+on_both = pytest.mark.parametrize("deployment", ["standalone", "cluster"], indirect=True)
+
+
 @pytest.fixture
-def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+def deployment(request: pytest.FixtureRequest) -> Deployment:
+    """The session's redis-server, or (``on_both``'s second run) its local cluster."""
+    if getattr(request, "param", "standalone") == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        return Deployment("cluster", cluster.url, True, lambda: [
+            f"redis://127.0.0.1:{master.port}" for master in cluster.masters()])  # fmt: skip
+    url: str = request.getfixturevalue("redis_url")
+    return Deployment("standalone", url, False, lambda: [url])
+
+
+@pytest.fixture
+def redis_client(deployment: Deployment) -> Iterator[redis.Redis | redis.RedisCluster]:
     """A plain synchronous client, for looking at Redis from the outside."""
-    client = redis.Redis.from_url(redis_url)
+    client = deployment.client()
     yield client
     client.close()
 
@@ -121,12 +166,13 @@ def prefix() -> str:
 
 
 @pytest.fixture
-async def make_layer(redis_url: str, prefix: str) -> AsyncIterator[LayerFactory]:
-    """Build layers ("nodes") sharing one Redis and prefix; all are closed afterwards."""
+async def make_layer(deployment: Deployment, prefix: str) -> AsyncIterator[LayerFactory]:
+    """Build layers ("nodes") sharing one deployment and prefix; all are closed afterwards."""
     layers: list[BroadcastChannelLayer] = []
 
     def factory(**config: Any) -> BroadcastChannelLayer:
-        config.setdefault("hosts", [redis_url])
+        for key, value in deployment.config.items():
+            config.setdefault(key, value)
         config.setdefault("prefix", prefix)
         layer = BroadcastChannelLayer(**config)
         layers.append(layer)
@@ -222,8 +268,8 @@ class NodeProcess:
 
 
 @pytest.fixture
-def node_processes(redis_url: str, prefix: str) -> Iterator[Callable[..., NodeProcess]]:
-    """Start node processes on the session's Redis; each is stopped (or reaped) afterwards."""
+def node_processes(deployment: Deployment, prefix: str) -> Iterator[Callable[..., NodeProcess]]:
+    """Start node processes on the test's deployment; each is stopped (or reaped) afterwards."""
     started: list[NodeProcess] = []
 
     def start(
@@ -232,7 +278,9 @@ def node_processes(redis_url: str, prefix: str) -> Iterator[Callable[..., NodePr
         url: str | None = None,
         env: dict[str, str] | None = None,
     ) -> NodeProcess:
-        started.append(NodeProcess(url or redis_url, prefix, ttl, heartbeat, env))
+        if deployment.cluster:
+            env = {"CLUSTER": "1", **(env or {})}
+        started.append(NodeProcess(url or deployment.url, prefix, ttl, heartbeat, env))
         return started[-1]
 
     yield start

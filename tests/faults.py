@@ -3,9 +3,10 @@
 Each helper does what an outage, a crash or an operator would do to a real
 deployment: kill Redis clients, kill a process with SIGKILL, restart a
 redis-server without persistence, wipe its data, hold commands unexecuted
-(``CLIENT PAUSE``) so a connection can die between sending and running, force a
-Sentinel failover, reshard a Redis Cluster slot or fail a cluster master over. Fault
-tests count what was lost, duplicated or reordered with :func:`tally`.
+(``CLIENT PAUSE``) so a connection can die between sending and running, refuse new
+connections, lose a history group's publish, force a Sentinel failover, reshard a
+Redis Cluster slot or fail a cluster master over. Fault tests count what was lost,
+duplicated or reordered with :func:`tally`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ def kill_clients(url: str, kind: str | None = None) -> int:
         return sum(client.client_kill_filter(_type=k, skipme=True) for k in kinds)
     finally:
         client.close()
+
+
+def kill_everywhere(urls: Iterable[str], kind: str | None = None) -> int:
+    """:func:`kill_clients` on each server (every master of a cluster), one after another."""
+    return sum(kill_clients(url, kind) for url in urls)
 
 
 def normal_clients(url: str) -> int:
@@ -107,6 +113,35 @@ def partition(url: str) -> Iterator[None]:
     finally:
         admin.config_set("port", port)
         admin.close()
+
+
+@contextlib.contextmanager
+def refusing_new_clients(url: str) -> Iterator[redis.Redis]:
+    """The server refuses every new connection for the ``with`` block (``CONFIG SET
+    maxclients 1``; those already open stay), as a server cut off from new clients.
+
+    Yields the admin connection, which still runs commands there: a client it kills
+    cannot come back until the block ends and maxclients is restored.
+    """
+    admin = redis.Redis.from_url(url, single_connection_client=True)
+    limit = admin.config_get("maxclients")["maxclients"]
+    try:
+        admin.config_set("maxclients", 1)
+        yield admin
+    finally:
+        admin.config_set("maxclients", limit)
+        admin.close()
+
+
+def append_unpublished(
+    client: redis.Redis | redis.RedisCluster, stream: str, meta: str, data: bytes
+) -> int:
+    """Append ``data`` to a history group's stream as ``HISTORY_APPEND`` does, without
+    publishing it: a message whose publish a node missed (pub/sub is at most once).
+    ``stream`` and ``meta`` are the group's two keys; returns the new offset."""
+    offset = int(client.hincrby(meta, "top", 1))
+    client.xadd(stream, {"m": data}, id=f"0-{offset}")
+    return offset
 
 
 def restart_without_persistence(server: EmbeddedRedis) -> None:

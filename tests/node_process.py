@@ -6,7 +6,8 @@ Reads JSON commands on stdin, one per line, and answers each with one JSON line:
 {"op": "collect", "channel"} starts receiving on the channel, keeping each message's "n";
 {"op": "report"} -> {"received": {channel: [n, ...]}}; {"op": "receive", "channel"} ->
 {"message": ...} (one message). Options via env: NODE_TTL, HEARTBEAT (seconds),
-DURABLE_CHANNELS (JSON, as CONFIG["durable_channels"]).
+DURABLE_CHANNELS (JSON, as CONFIG["durable_channels"]), CLUSTER ("1": URL is a node of a
+Redis Cluster).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ async def main(url: str, prefix: str) -> None:
     layer = BroadcastChannelLayer(
         hosts=[url],
         prefix=prefix,
+        cluster=os.environ.get("CLUSTER") == "1",
         node_ttl=float(os.environ.get("NODE_TTL", "15")),
         heartbeat_interval=float(os.environ.get("HEARTBEAT", "5")),
         durable_channels=json.loads(os.environ.get("DURABLE_CHANNELS", "{}")),

@@ -1,4 +1,7 @@
-"""Durable worker channels: competing receivers, acknowledgement, redelivery after a crash."""
+"""Durable worker channels: competing receivers, acknowledgement, redelivery after a crash.
+
+The tests marked ``on_both`` run on the session's redis-server and on its local cluster.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from broadcast_layer import ChannelFull, ConfigurationError
 from broadcast_layer.layer import BroadcastChannelLayer
 
 from . import faults
-from .conftest import eventually, within
+from .conftest import eventually, on_both, within
 
 DURABLE = {"jobs.*": {"claim_after": 0.5}}
 
@@ -110,6 +113,7 @@ def test_competing_worker_processes_get_different_messages(node_processes, redis
 
 
 @pytest.mark.slow
+@on_both
 async def test_a_killed_workers_message_is_redelivered_after_claim_after(
     node_processes, make_layer, redis_client, prefix
 ):

@@ -1,4 +1,7 @@
-"""HistoryRecoveryMixin: a reconnecting client gets what it missed, once, then live messages."""
+"""HistoryRecoveryMixin: a reconnecting client gets what it missed, once, then live messages.
+
+The tests marked ``on_both`` run on the session's redis-server and on its local cluster.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from channels.testing import WebsocketCommunicator
 from broadcast_layer import BroadcastChannelLayer, HistoryRecoveryMixin
 
 from . import faults
+from .conftest import on_both
 
 TIMEOUT = 10
 HISTORY = {"chat.*": {"size": 50, "ttl": 3600}}
@@ -33,10 +37,10 @@ class RoomConsumer(HistoryRecoveryMixin, AsyncWebsocketConsumer):
 
 
 @pytest.fixture
-async def layer(settings, redis_url, prefix) -> AsyncIterator[BroadcastChannelLayer]:
+async def layer(settings, deployment, prefix) -> AsyncIterator[BroadcastChannelLayer]:
     settings.CHANNEL_LAYERS = {"default": {
         "BACKEND": "broadcast_layer.layer.BroadcastChannelLayer",
-        "CONFIG": {"hosts": [redis_url], "prefix": prefix, "history": HISTORY},
+        "CONFIG": {**deployment.config, "prefix": prefix, "history": HISTORY},
     }}  # fmt: skip
     channel_layer = get_channel_layer()
     yield channel_layer
@@ -77,6 +81,7 @@ async def test_a_new_client_sees_the_latest_lines_then_live_ones(layer):
     await client.disconnect()
 
 
+@on_both
 async def test_a_reconnecting_client_recovers_exactly_what_it_missed(layer):
     await send_lines(layer, 1, 2)
     first = await connect()
@@ -96,6 +101,7 @@ async def test_a_reconnecting_client_recovers_exactly_what_it_missed(layer):
     await client.disconnect()
 
 
+@on_both
 async def test_a_live_copy_of_a_replayed_line_is_dropped(layer):
     """A line sent between the join and the read is both replayed and in the mailbox:
     the consumer dispatches each offset once."""
@@ -114,14 +120,16 @@ async def test_a_live_copy_of_a_replayed_line_is_dropped(layer):
     await client.disconnect()
 
 
-async def test_a_client_too_far_behind_or_from_a_lost_history_is_told(layer, redis_url):
+@on_both
+async def test_a_client_too_far_behind_or_from_a_lost_history_is_told(layer, deployment):
     await send_lines(layer, 1, 300)  # size 50: the early ones are trimmed
     page = await layer.group_history("chat.room")
     client = await connect(f"offset=1&epoch={page.epoch}")
     _, recovered = await frames_until_recovered(client)
     assert recovered["complete"] is False
     await client.disconnect()
-    faults.flushall(redis_url)  # the history is lost: a new epoch
+    for url in deployment.masters():  # the history is lost: a new epoch
+        faults.flushall(url)
     await send_lines(layer, 1, 1)
     client = await connect(f"offset=300&epoch={page.epoch}")
     offsets, recovered = await frames_until_recovered(client)
