@@ -16,6 +16,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import pytest
 
@@ -242,4 +243,30 @@ async def test_health_and_connection_signals_on_a_cluster(
     finally:
         connection_lost.disconnect(on_lost)
         connection_restored.disconnect(on_restored)
+        await layer.close()
+
+
+async def test_a_master_refusing_new_clients_does_not_stop_the_heartbeat(
+    redis_cluster: RedisCluster, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A master at maxclients answers a new connection with an error that redis-py
+    reads as a ResponseError, not a ConnectionError: the node's upkeep logs the failed
+    heartbeat and beats again once the master takes connections."""
+    layer = BroadcastChannelLayer(hosts=[redis_cluster.url], cluster=True, prefix=prefix,
+                                  heartbeat_interval=0.2, node_ttl=5.0)  # fmt: skip
+    try:
+        channel = await layer.new_channel()
+        await layer.group_add(GROUP, channel)
+        record = redis_cluster.owner_of(Keys(prefix, cluster=True).node(layer.node_id))
+        with faults.refusing_new_clients(f"redis://127.0.0.1:{record.port}") as admin:
+            await asyncio.to_thread(admin.client_kill_filter, _type="normal", skipme=True)
+            await eventually(lambda: "Heartbeat failed" in caplog.text, 20)
+        back = datetime.now(UTC)
+
+        async def beats_again() -> bool:
+            (node,) = await layer.registry.nodes()
+            return node.heartbeat > back
+
+        await eventually(beats_again, 20)
+    finally:
         await layer.close()

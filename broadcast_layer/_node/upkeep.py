@@ -11,7 +11,6 @@ import asyncio
 import logging
 import time
 
-from .._redis.errors import CONNECTION_ERRORS
 from .._redis.retry import raise_if_cancelled
 from .channels import Channels
 from .core import NodeCore
@@ -45,7 +44,7 @@ class Upkeep:
             await asyncio.sleep(interval)  # a timer, not a hot path
             try:
                 await self._tick(time.monotonic())
-            except CONNECTION_ERRORS as exc:
+            except Exception as exc:  # not only connection errors: a dead loop is a dead node
                 raise_if_cancelled()
                 logger.warning("Heartbeat failed (%s); retrying in %.1fs", exc, interval)
 
