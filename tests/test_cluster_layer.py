@@ -7,6 +7,7 @@ skipped where the cluster cannot run (no redis-cli, or a Redis before 7).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +22,7 @@ from broadcast_layer._protocol.keys import CLUSTER_SHARDS, Keys, shard_tags
 from broadcast_layer._protocol.scripts import Call
 from broadcast_layer._redis.host import Host
 
+from . import faults
 from .cluster import RedisCluster
 from .conftest import eventually, nothing_arrives, within
 
@@ -294,3 +296,55 @@ async def test_a_history_group_on_the_cluster(cluster_layer):
     page = await sender.group_history("chat.room", limit=2)
     assert page.complete
     assert [m.message["n"] for m in page.messages] == [1, 2]
+
+
+async def test_a_history_group_catches_up_once_its_own_master_is_back(cluster_layer, redis_cluster):
+    """A node's sharded connections to two masters are killed; the group's comes back,
+    the other (its node channel's master refuses new clients) does not. What the group
+    missed arrives then, before connection_restored (which waits for every master), and
+    once: the later restore reads nothing twice."""
+    from broadcast_layer.signals import connection_lost, connection_restored
+
+    history = {"chat.*": {"size": 100, "ttl": 3600}}
+    sender, member = cluster_layer(history=history), cluster_layer(history=history)
+    channel = await member.new_channel()
+    keys = Keys(member.config.prefix, cluster=True)
+    other = redis_cluster.owner_of(keys.node_channel(member.node_id))
+    group = next(g for g in (f"chat.{n}" for n in range(100))
+                 if redis_cluster.owner_of(keys.group_channel(g)) is not other)  # fmt: skip
+    owner = redis_cluster.owner_of(keys.group_channel(group))
+    await member.group_add(group, channel)
+    await sender.group_send(group, {"type": "m", "n": 0})
+    assert (await within(member.receive(channel)))["n"] == 0
+    # The read script's first use loads it on every master, which the refusing one
+    # would refuse: load it now.
+    await member.group_history(group)
+    events: list[str] = []
+
+    def on_event(sender: object, node_id: str, **kwargs: object) -> None:
+        if node_id == member.node_id:
+            events.append("lost" if kwargs["signal"] is connection_lost else "restored")
+
+    connection_lost.connect(on_event)
+    connection_restored.connect(on_event)
+    try:
+        client = owner.client()
+        try:
+            data = sender.encode({"type": "m", "n": 1})
+            faults.append_unpublished(client, keys.history(group), keys.history_meta(group), data)
+        finally:
+            client.close()
+        with faults.refusing_new_clients(f"redis://127.0.0.1:{other.port}") as admin:
+            await asyncio.to_thread(admin.client_kill_filter, _type="pubsub", skipme=True)
+            await asyncio.to_thread(
+                faults.kill_clients, f"redis://127.0.0.1:{owner.port}", "pubsub"
+            )
+            missed = await within(member.receive(channel), 20)
+            assert events == ["lost"]  # the other master's connection is still down
+        assert missed["n"] == 1
+        await eventually(lambda: events == ["lost", "restored"], 30)
+        await sender.group_send(group, {"type": "m", "n": 2})
+        assert (await within(member.receive(channel)))["n"] == 2
+    finally:
+        connection_lost.disconnect(on_event)
+        connection_restored.disconnect(on_event)

@@ -34,7 +34,11 @@ class NodeCore:
         serializer: Any,
         on_message: MessageHandler,
         on_connection: Callable[[Host, bool], None] | None = None,
+        on_acknowledged: Callable[[bytes], None] | None = None,
     ) -> None:
+        """``on_connection(host, lost)``: a host's pub/sub connection was lost or is back.
+        ``on_acknowledged(channel)``: on a cluster, a master acknowledged a subscription
+        (again); see ``ShardedSubscriber``."""
         self.config = config
         self.id = uuid.uuid4().hex[:16]
         self.keys = Keys(config.prefix, config.cluster)
@@ -44,7 +48,7 @@ class NodeCore:
         self._on_connection = on_connection
         self.hosts: list[Host] = (
             [ClusterHost(config.hosts, on_message, config.reconnect_backoff, config.pool_limits,
-                         functools.partial(self._connection_changed, 0))]
+                         functools.partial(self._connection_changed, 0), on_acknowledged)]
             if config.cluster
             else [Host(spec, on_message, config.reconnect_backoff, config.failover_timeout,
                        config.pool_limits, functools.partial(self._connection_changed, index))

@@ -124,17 +124,26 @@ class History:
     def restored(self, host: Host) -> None:
         """``host``'s pub/sub connection is back and resubscribed: read what was missed.
 
-        Called on the reader task (never blocks): each group of the host that delivered
-        something starts a catch-up, or reads once more if one is running.
+        Called on the reader task (never blocks): each group of the host catches up.
         """
         for group in list(self._last):
-            if self._core.host_for(group) is not host:
-                continue
-            if group in self._buffers:
-                self._again.add(group)
-            else:
-                self._buffers[group] = []
-                self._core.spawn(self._catch_up(group))
+            if self._core.host_for(group) is host:
+                self.resubscribed(group)
+
+    def resubscribed(self, group: str) -> None:
+        """``group``'s subscription is acknowledged again: read what was missed.
+
+        Called on the reader task (never blocks), before any later live message: a
+        group that delivered something starts a catch-up, or reads once more if one is
+        running; one that delivered nothing yet has nothing to catch up.
+        """
+        if group not in self._last:
+            return
+        if group in self._buffers:
+            self._again.add(group)
+        else:
+            self._buffers[group] = []
+            self._core.spawn(self._catch_up(group))
 
     async def _catch_up(self, group: str) -> None:
         try:

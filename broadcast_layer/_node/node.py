@@ -54,7 +54,8 @@ class Node:
     """The layer's state and Redis traffic for one event loop: its parts, wired together."""
 
     def __init__(self, config: LayerConfig, serializer: Any) -> None:
-        self.core = core = NodeCore(config, serializer, self._on_message, self._on_connection)
+        self.core = core = NodeCore(config, serializer, self._on_message, self._on_connection,
+                                    self._on_acknowledged)  # fmt: skip
         self.id = core.id
         self.subscriptions = Subscriptions()
         self.probe = Probe(core)
@@ -75,6 +76,13 @@ class Node:
 
     def _on_message(self, pubsub_channel: bytes, data: bytes) -> None:
         self.delivery.on_message(pubsub_channel, data)
+
+    def _on_acknowledged(self, pubsub_channel: bytes) -> None:
+        # A cluster master acknowledged a group again: it reads what it missed now, not
+        # only once every master is back (when _on_connection reads once more).
+        group = self.core.keys.group_of(pubsub_channel)
+        if group is not None:
+            self.history.resubscribed(group)
 
     def _on_connection(self, host: Host, lost: bool) -> None:
         core = self.core

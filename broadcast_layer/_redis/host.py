@@ -33,7 +33,7 @@ from .errors import sync_redis_errors
 from .pools import PoolLimits
 from .retry import Backoff
 from .sentinel import MasterWatch, SwitchListener, is_sentinel
-from .sharded import ShardedSubscriber
+from .sharded import AckHandler, ShardedSubscriber
 from .subscriber import ConnectionHandler, MessageHandler, Subscriber
 from .writer import OrderedWriter, Publisher
 
@@ -212,12 +212,13 @@ class ClusterHost(Host):
         backoff: Backoff,
         limits: PoolLimits = DEFAULT_LIMITS,
         on_connection: ConnectionHandler | None = None,
+        on_acknowledged: AckHandler | None = None,
     ) -> None:
         self.watch = None
         self.client = make_cluster_client(specs, limits)
-        self.subscriber = ShardedSubscriber(
-            self.client, on_message, backoff=backoff, on_connection=on_connection
-        )
+        self.subscriber = ShardedSubscriber(self.client, on_message, backoff=backoff,
+                                            on_connection=on_connection,
+                                            on_acknowledged=on_acknowledged)  # fmt: skip
         self.writer = OrderedWriter(self.run_all)
         self.publisher = Publisher(self.client, publish_command(sharded=True),
                                    route=self._owner)  # fmt: skip

@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 Address = tuple[str, int]
 MessageHandler = Callable[[bytes, bytes], None]
+#: Called on a reader with a wanted channel each time its master acknowledges it.
+AckHandler = Callable[[bytes], None]
 _SSUBSCRIBE, _SUNSUBSCRIBE, _SMESSAGE = b"ssubscribe", b"sunsubscribe", b"smessage"
 
 
@@ -243,12 +245,21 @@ class ShardedSubscriber:
         backoff: Backoff = DEFAULT_BACKOFF,
         reconcile_interval: float = 5.0,
         on_connection: Callable[[bool], None] | None = None,
+        on_acknowledged: AckHandler | None = None,
     ) -> None:
         """``on_connection(lost)``: called when the first master's connection is lost
-        (True) and when every lost one is back (False), like the classic subscriber's."""
+        (True) and when every lost one is back (False), like the classic subscriber's.
+
+        ``on_acknowledged(channel)``: called each time a channel's master acknowledges
+        it, on that master's reader before any later message of the channel: the first
+        SSUBSCRIBE, and again after its connection was lost or the channel moved (what
+        was published meanwhile did not reach this node). Per master, unlike
+        ``on_connection``, which waits for every master.
+        """
         self._cluster = cluster
         self._on_message = on_message
         self._on_connection = on_connection
+        self._on_acknowledged = on_acknowledged
         self._down: set[Address] = set()
         self._backoff = backoff
         self._interval = reconcile_interval
@@ -384,11 +395,17 @@ class ShardedSubscriber:
             logger.exception("Dropped a sharded pub/sub message that could not be handled")
 
     def shard_acked(self, shard: _Shard, channel: bytes) -> None:
-        if self._assigned.get(channel) == shard.address:
-            self._retrying.reset()
-            for waiter in self._waiters.pop(channel, ()):
-                if not waiter.done():
-                    waiter.set_result(None)
+        if self._assigned.get(channel) != shard.address:
+            return
+        self._retrying.reset()
+        for waiter in self._waiters.pop(channel, ()):
+            if not waiter.done():
+                waiter.set_result(None)
+        if self._on_acknowledged is not None:
+            try:
+                self._on_acknowledged(channel)
+            except Exception:  # a listener's failure must not stop the reader
+                logger.exception("A sharded subscription listener failed")
 
     def shard_link(self, shard: _Shard, up: bool) -> None:
         was_lost = bool(self._down)
