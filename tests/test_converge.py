@@ -146,16 +146,57 @@ async def populate(
     return [a, b], channels, metadata
 
 
-async def registered(layers: list[BroadcastChannelLayer]) -> None:
-    """Wait for each node's first heartbeat re-assert (a new node has no generation yet)."""
-    await eventually(lambda: all(layer.stats().reasserts >= 1 for layer in layers), 5)
+async def heartbeats(url: str, layers: list[BroadcastChannelLayer], count: int = 1) -> None:
+    """Wait until each node's heartbeat loop has refreshed its record ``count`` times."""
+    client = redis.Redis.from_url(url, decode_responses=True)
+    seen: dict[str, set[str]] = {layer.node_id: set() for layer in layers}
+
+    def beaten() -> bool:
+        for node_id, beats in seen.items():
+            beat = client.hget(f"conv:node:{{{node_id}}}", "heartbeat")
+            if beat is not None:
+                beats.add(beat)
+        return all(len(beats) > count for beats in seen.values())  # the birth's, then ticks'
+
+    try:
+        await eventually(beaten, CONVERGE_WITHIN)
+    finally:
+        client.close()
+
+
+async def registered(url: str, layers: list[BroadcastChannelLayer]) -> None:
+    """Wait for each node's first heartbeat tick, which finds nothing lost (see below)."""
+    await heartbeats(url, layers)
+    assert [layer.stats().reasserts for layer in layers] == [0] * len(layers)
+
+
+async def test_a_new_node_never_reasserts_but_does_after_flushall(make, own_redis):
+    """A node is born with its generation, written before its first record, so what it
+    does before its first heartbeat (open channels, join groups, add a normal channel)
+    costs no re-assert; Redis losing its data still makes it re-assert at once."""
+    a, b = layers = [make(), make()]
+    channels: dict[str, BroadcastChannelLayer] = {}
+    for i in range(6):
+        channel = await a.new_channel()
+        channels[channel] = a
+        await a.group_add(f"g{i % 3}", channel)
+    await a.group_add("g0", "jobs")
+    await b.group_add("g1", "work")  # b's only record: a normal channel's membership
+    channels.update(jobs=a, work=b)
+    assert [node.id for node in await a.registry.nodes()] == [a.node_id, b.node_id]
+    await heartbeats(own_redis.url, layers, 3)
+    assert [layer.stats().reasserts for layer in layers] == [0, 0]
+    faults.flushall(own_redis.url)
+    await eventually(lambda: [layer.stats().reasserts for layer in layers] == [1, 1],
+                     CONVERGE_WITHIN)  # fmt: skip
+    await converged(make(), layers, channels, {})
 
 
 async def test_after_flushall_every_record_comes_back_within_a_heartbeat(make, own_redis):
     layers, channels, metadata = await populate(make)
     observer = make()
     await converged(observer, layers, channels, metadata)
-    await registered(layers)
+    await registered(own_redis.url, layers)
     before = {m.channel: m.joined for m in await observer.registry.members("lobby")}
     faults.flushall(own_redis.url)
     await converged(observer, layers, channels, metadata)
@@ -168,7 +209,7 @@ async def test_after_flushall_every_record_comes_back_within_a_heartbeat(make, o
 async def test_after_a_restart_without_persistence_every_record_comes_back(make, own_redis):
     layers, channels, metadata = await populate(make)
     observer = make()
-    await registered(layers)
+    await registered(own_redis.url, layers)
     faults.restart_without_persistence(own_redis)
     await converged(observer, layers, channels, metadata)
     # delivery and the registry agree: the listed members get a group message
@@ -184,7 +225,7 @@ async def test_metadata_set_while_redis_lacks_the_record_is_kept_and_written_bac
     (a,) = layers = [make()]
     channel = await a.new_channel()
     await a.group_add("room", channel)
-    await registered(layers)
+    await registered(own_redis.url, layers)
     faults.flushall(own_redis.url)
     # Redis lost the record, but the node has the channel: it keeps the metadata.
     assert await a.set_channel_metadata(channel, {"name": "Ann"}) is True
@@ -205,7 +246,7 @@ async def test_writes_that_failed_during_a_partition_are_superseded(make, own_re
     await a.group_add("side", c3)
     metadata = {c1: {"v": 1}}
     assert await a.set_channel_metadata(c1, metadata[c1])
-    await registered([a, b])
+    await registered(own_redis.url, [a, b])
     await b.group_add("room", cb)  # expires 1.5 s from now: during the partition
     try:
         with faults.partition(own_redis.url):
@@ -228,7 +269,7 @@ async def test_writes_that_failed_during_a_partition_are_superseded(make, own_re
 
 async def test_repeated_reasserts_change_nothing(make, own_redis):
     layers, _, _ = await populate(make)
-    await registered(layers)
+    await registered(own_redis.url, layers)
     nodes = [layer.nodes.current() for layer in layers]
     for node in nodes:
         await node.registry.reassert()
@@ -295,7 +336,7 @@ async def test_a_pubsub_reconnect_makes_the_node_reassert(make, own_redis):
     (a,) = layers = [make()]
     channel = await a.new_channel()
     await a.group_add("room", channel)
-    await registered(layers)
+    await registered(own_redis.url, layers)
     done = a.stats().reasserts
     await asyncio.sleep(1.0)  # five heartbeats without a fault: no re-assert
     assert a.stats().reasserts == done
@@ -310,7 +351,7 @@ async def test_a_node_larger_than_one_script_converges_chunk_by_chunk(make, own_
     channels = {await a.new_channel(): a for _ in range(11)}
     for i, channel in enumerate(channels):
         await a.group_add(f"g{i % 7}", channel)
-    await registered(layers)
+    await registered(own_redis.url, layers)
     faults.flushall(own_redis.url)
     await converged(make(), layers, channels, {})
 

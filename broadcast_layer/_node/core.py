@@ -21,6 +21,7 @@ from .._protocol.records import RecordCalls
 from .._redis.host import ClusterHost, Host
 from .._redis.subscriber import MessageHandler
 from ..conf import LayerConfig
+from ..exceptions import RedisUnavailable
 
 T = TypeVar("T")
 
@@ -111,18 +112,43 @@ class NodeCore:
             for loop in self._background:
                 self.spawn(loop())
 
+    def register(self) -> asyncio.Future[int] | None:
+        """Before this node's first record: submit its birth record (once), else None.
+
+        The birth goes through the registry's ordered writer, so Redis has the node's
+        record, with its generation, before any other record of the node: a healthy new
+        node never looks as if Redis had lost its records. The future is the write's.
+        """
+        if self.registered:
+            return None
+        self.registered = True
+        birth = self.calls.heartbeat(self.id, self.started, 0, birth=True)
+        return self.registry_host.writer.submit(birth)
+
     async def listen(self) -> None:
         """Subscribe to this node's channel and publish its record (once)."""
         if not self.listening:
             subscriber = self.host_for(self.id).subscriber
             await subscriber.want([self.node_channel])
-            self.registered = True
-            await both(
-                subscriber.wait_subscribed(self.node_channel, self.config.subscribe_timeout),
-                self.registry_host.run(self.calls.heartbeat(self.id, self.started, 0)),
+            born = self.register()
+            subscribed = subscriber.wait_subscribed(
+                self.node_channel, self.config.subscribe_timeout
             )
+            if born is None:
+                await subscribed
+            else:
+                await both(subscribed, self.bounded(born))
             self.listening = True
             self.start_background()
+
+    async def bounded(self, write: asyncio.Future[T]) -> T:
+        """Wait for a submitted registry write, bounded like a subscription
+        (``subscribe_timeout``; then :class:`RedisUnavailable`)."""
+        try:
+            async with asyncio.timeout(self.config.subscribe_timeout):
+                return await write
+        except TimeoutError:
+            raise RedisUnavailable("The registry write was not confirmed in time") from None
 
     async def close_tasks(self) -> None:
         """Mark the node closed, then cancel and await every task it owns."""

@@ -7,6 +7,7 @@ A membership of another node's channel is that node's to change (a control messa
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from .._protocol.keys import node_of
@@ -46,7 +47,9 @@ class Groups:
             await self._control.request(owner, "group_add", group=group, channel=channel)
             return
         core.start_background()
-        core.registered = True
+        born = core.register()
+        if born is not None:  # a failure counts as a failed write: the next heartbeat re-asserts
+            born.add_done_callback(_retrieved)
         new = channel not in self.subscriptions.members(group)
         first = self.subscriptions.add(group, channel, time.monotonic() + core.config.group_expiry)
         # Submitted right after the local change, before any await: the registry sees
@@ -124,3 +127,9 @@ class Groups:
         for group, channel in expired:
             self._registry.submit_quietly(core.calls.leave(group, channel, core.id))
         return sorted({group for group, _ in expired if group not in self.subscriptions})
+
+
+def _retrieved(done: asyncio.Future[int]) -> None:
+    """Mark a write's failure as seen (the writes queued after it report it)."""
+    if not done.cancelled():
+        done.exception()

@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 from .._protocol.keys import node_of
 from .._protocol.scripts import Call, Plan
 from .._redis.retry import raise_if_cancelled
-from ..exceptions import RedisUnavailable
 from .core import NodeCore
 from .reassert import LocalRecords
 from .subscriptions import Subscriptions
@@ -96,11 +95,7 @@ class RegistryWriter:
 
     async def wait(self, write: asyncio.Future[T]) -> T:
         """Wait for a submitted write, bounded like a subscription."""
-        try:
-            async with asyncio.timeout(self._core.config.subscribe_timeout):
-                return await write
-        except TimeoutError:
-            raise RedisUnavailable("The registry write was not confirmed in time") from None
+        return await self._core.bounded(write)
 
     async def set_metadata(self, channel: str, metadata: dict[str, Any]) -> bool:
         """Attach JSON metadata (user id, display name...) to a channel's registry record.

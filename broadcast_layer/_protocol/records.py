@@ -89,13 +89,19 @@ class RecordCalls:
             [channel, json.dumps(metadata)], int,
         )  # fmt: skip
 
-    def heartbeat(self, node_id: str, started: float, channels: int) -> Call[int]:
-        """Refresh the node's record; 0 when it had no generation (its records may be lost)."""
+    def heartbeat(
+        self, node_id: str, started: float, channels: int, birth: bool = False
+    ) -> Call[int]:
+        """Refresh the node's record; 0 when it had no generation (its records may be lost).
+
+        ``birth``: the node's first record, which also gets generation 0 (a new node has
+        lost nothing). Send it through the node's ordered writer before its other records.
+        """
         return Call(
             scripts.HEARTBEAT,
             [self.keys.node(node_id), self.keys.nodes_of(node_id)],
             [node_id, socket.gethostname(), os.getpid(), started, channels, self.keys.prefix,
-             self.node_ttl],
+             self.node_ttl, "0" if birth else ""],
             int,
         )  # fmt: skip
 

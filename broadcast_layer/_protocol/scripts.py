@@ -198,14 +198,19 @@ return 1
 """)
 
 # KEYS: node(N), node index shard(N). ARGV: id, host, pid, started, channels, prefix,
-# ttl (s). Returns 1 if the record has a generation, else 0: the node's records may be
-# missing (a new node, or Redis lost them) and need a re-assert, which writes a
-# generation (see REASSERT_SWAP below).
+# ttl (s), birth generation ('' for none). Returns 1 if the record has a generation,
+# else 0: the node's records may be missing (Redis lost them) and need a re-assert,
+# which writes a generation (see REASSERT_SWAP below). A node's first record (its
+# birth, sent before any other record of it) carries generation 0, so a new node has
+# nothing to re-assert.
 HEARTBEAT = _registry_script("""
 local t = now()
 local had = redis.call('HGET', KEYS[1], 'gen') and 1 or 0
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'host', ARGV[2], 'pid', ARGV[3],
            'started', ARGV[4], 'heartbeat', t, 'channels', ARGV[5], 'prefix', ARGV[6])
+if had == 0 and ARGV[8] ~= '' then
+  redis.call('HSET', KEYS[1], 'gen', ARGV[8])
+end
 redis.call('PEXPIRE', KEYS[1], math.floor(tonumber(ARGV[7]) * 1000))
 redis.call('ZADD', KEYS[2], t, ARGV[1])
 return had
