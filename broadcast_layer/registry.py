@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import repeat
 from typing import Any, Literal, TypeVar
 
 from ._aliases import configured, not_ours
@@ -21,7 +22,7 @@ from ._node.loops import LoopNodes
 from ._protocol import scripts
 from ._protocol.globs import Glob, compile_glob
 from ._protocol.keys import Keys, node_of
-from ._protocol.records import RecordCalls
+from ._protocol.records import RecordCalls, parse_record
 from ._protocol.records import text as _text
 from ._protocol.scripts import Call, Plan
 from ._protocol.validation import require_valid_channel_name, require_valid_group_name
@@ -116,16 +117,33 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _record(channel: str, node: str | None, raw: Any) -> ChannelInfo:
-    data = json.loads(raw) if raw else {}
-    groups = data.get("g") or {}
+def _record(channel: str, node: str | None, raw: Any, metadata: Any) -> ChannelInfo:
+    """A channel's record and its metadata JSON (either may be empty) as a ChannelInfo."""
+    opened, groups = parse_record(raw) if raw else ("", {})
     return ChannelInfo(
         channel=channel,
         node=node,
-        opened=_time(data["t"]) if "t" in data else None,
+        opened=_time(opened) if opened else None,
         groups={group: _time(joined) for group, joined in groups.items()},
-        metadata=json.loads(data["m"]) if isinstance(data.get("m"), str) else {},
+        metadata=json.loads(metadata) if metadata else {},
     )
+
+
+_new_member = object.__new__
+_set_channel, _set_node, _set_joined, _set_metadata = (
+    Member.__dict__[name].__set__ for name in ("channel", "node", "joined", "metadata")
+)
+
+
+def _member(channel: str, node: str | None, joined: datetime, metadata: dict[str, Any]) -> Member:
+    """``Member(...)`` at half the cost: sets the slots directly instead of through the
+    frozen dataclass's ``__init__`` (10,000 members are a listing's main Python cost)."""
+    member: Member = _new_member(Member)
+    _set_channel(member, channel)
+    _set_node(member, node)
+    _set_joined(member, joined)
+    _set_metadata(member, metadata)
+    return member
 
 
 class RegistryCalls:
@@ -237,27 +255,33 @@ class RegistryCalls:
     ) -> Generator[list[Call[Any]], list[Any], list[Member]]:
         keys, config = self.keys, self.config
         [entries] = yield [Call(scripts.MEMBER_ENTRIES, [keys.members(group)],
-                                [config.group_expiry, offset, limit], _flat_pairs)]  # fmt: skip
+                                [config.group_expiry, offset, limit], list)]  # fmt: skip
+        channels = [channel.decode() for channel in entries[0::2]]
+        owners = list(map(node_of, channels))
         by_node: dict[str, list[str]] = {}
-        for channel, _ in entries:
-            node = node_of(channel)
+        for channel, node in zip(channels, owners, strict=True):
             if node is not None:
                 by_node.setdefault(node, []).append(channel)
-        metadata: dict[str, str] = {}
+        dead: set[str] = set()
+        metadata: dict[str, bytes | None] = {}
         if by_node:
             replies = yield [Call(scripts.NODE_MEMBERS,
-                                  [keys.nodes_of(node), keys.node_channels(node)],
-                                  [config.node_ttl, node, *channels], _texts)
-                             for node, channels in by_node.items()]  # fmt: skip
-            for channels, found in zip(by_node.values(), replies, strict=True):
-                metadata.update(zip(channels, found, strict=False))  # dead: nothing found
+                                  [keys.nodes_of(node), keys.node_metadata(node)],
+                                  [config.node_ttl, node, "\n".join(names)], list)
+                             for node, names in by_node.items()]  # fmt: skip
+            for (node, names), reply in zip(by_node.items(), replies, strict=True):
+                if not reply:
+                    dead.add(node)
+                elif len(reply) > 1:
+                    metadata.update(zip(names, reply[1:], strict=True))
+        joined = map(datetime.fromtimestamp, map(float, entries[1::2]), repeat(UTC))
         members = []
-        for channel, joined in entries:
-            node = node_of(channel)
-            if node is not None and channel not in metadata:
-                continue  # its node is dead
-            data = metadata.get(channel, "")
-            members.append(Member(channel, node, _time(joined), json.loads(data) if data else {}))
+        get = metadata.get
+        for channel, node, when in zip(channels, owners, joined, strict=True):
+            if node in dead:
+                continue
+            data = get(channel)
+            members.append(_member(channel, node, when, json.loads(data) if data else {}))
         return members
 
     def channel(self, channel: str) -> Plan[ChannelInfo | None]:
@@ -271,12 +295,13 @@ class RegistryCalls:
         def parse(reply: list[Any]) -> ChannelInfo | None:
             if not reply[1]:
                 return None
-            info = _record(channel, node, reply[1])
+            info = _record(channel, node, reply[1], reply[2])
             cutoff = float(reply[0]) - self.config.group_expiry
             live = {g: t for g, t in info.groups.items() if t.timestamp() > cutoff}
             return ChannelInfo(channel, node, info.opened, live, info.metadata)
 
-        return _one(Call(scripts.CHANNEL, [self.keys.node_channels(node)], [channel], parse))
+        keys = [self.keys.node_records(node), self.keys.node_metadata(node)]
+        return _one(Call(scripts.CHANNEL, keys, [channel], parse))
 
     def nodes(self) -> Plan[list[NodeInfo]]:
         def parse(reply: list[Any]) -> list[NodeInfo]:
@@ -308,13 +333,19 @@ class RegistryCalls:
         return sorted((node for shard in shards for node in shard), key=lambda node: node.started)
 
     def node_channels(self, node_id: str) -> Plan[list[ChannelInfo]]:
-        def parse(reply: list[Any]) -> list[ChannelInfo]:
-            channels = [
-                _record(_text(reply[i]), node_id, reply[i + 1]) for i in range(0, len(reply), 2)
-            ]
-            return sorted(channels, key=lambda info: info.channel)
+        return self._node_channels(node_id)
 
-        return _one(Call(scripts.HGETALL, [self.keys.node_channels(node_id)], [], parse))
+    def _node_channels(
+        self, node_id: str
+    ) -> Generator[list[Call[Any]], list[Any], list[ChannelInfo]]:
+        keys = self.keys
+        records, metadata = yield [
+            Call(scripts.HGETALL, [keys.node_records(node_id)], [], _pairs),
+            Call(scripts.HGETALL, [keys.node_metadata(node_id)], [], _pairs),
+        ]
+        channels = [_record(channel, node_id, raw, metadata.get(channel))
+                    for channel, raw in records.items()]  # fmt: skip
+        return sorted(channels, key=lambda info: info.channel)
 
 
 def _one(call: Call[T]) -> Generator[list[Call[Any]], list[Any], T]:
@@ -331,10 +362,6 @@ def _room_page(reply: list[Any]) -> RoomPage:
     )
     next_offset = int(reply[1])
     return RoomPage(rooms, int(reply[0]), None if next_offset < 0 else next_offset)
-
-
-def _texts(reply: list[Any]) -> list[str]:
-    return [_text(item) for item in reply]
 
 
 def _flat_pairs(reply: list[Any]) -> list[tuple[str, Any]]:

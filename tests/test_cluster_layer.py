@@ -51,8 +51,9 @@ def test_a_group_and_a_node_keep_their_names_in_one_slot():
              *keys.rooms_of("room")}  # fmt: skip
     node_id = "0123456789abcdef"
     channel = f"specific.{node_id}!abc"
-    node = {keys.node_channel(node_id), keys.node(node_id), keys.node_channels(node_id),
-            keys.node_channels_staging(node_id), keys.nodes_of(node_id),
+    node = {keys.node_channel(node_id), keys.node(node_id), keys.node_records(node_id),
+            keys.node_records_staging(node_id), keys.node_metadata(node_id),
+            keys.node_metadata_staging(node_id), keys.nodes_of(node_id),
             keys.inflight(channel)}  # fmt: skip
     assert len({key_slot(name.encode()) for name in group}) == 1
     assert len({key_slot(name.encode()) for name in node}) == 1
@@ -60,22 +61,22 @@ def test_a_group_and_a_node_keep_their_names_in_one_slot():
 
 
 class CallLog:
-    """Every script call the layer's hosts run, as (script, keys)."""
+    """Every script call the layer's hosts send, as (script, keys): batches as sent."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls: list[tuple[str, tuple[str, ...]]] = []
-        run, run_all = Host.run, Host.run_all
+        run, pipeline = Host.run, Host._pipeline
 
         async def logged_run(host: Host, call: Call[Any]) -> Any:
             self.calls.append((call.script, tuple(call.keys)))
             return await run(host, call)
 
-        async def logged_run_all(host: Host, calls: list[Call[Any]]) -> list[Any]:
+        async def logged_pipeline(host: Host, calls: list[Call[Any]]) -> list[Any]:
             self.calls.extend((call.script, tuple(call.keys)) for call in calls)
-            return await run_all(host, calls)
+            return await pipeline(host, calls)
 
         monkeypatch.setattr(Host, "run", logged_run)
-        monkeypatch.setattr(Host, "run_all", logged_run_all)
+        monkeypatch.setattr(Host, "_pipeline", logged_pipeline)
 
 
 async def test_every_script_call_touches_one_slot(cluster_layer, monkeypatch):

@@ -46,7 +46,7 @@ def sample(line: bytes, process: psutil.Process, client: redis.Redis, keys: Keys
         at=time.monotonic(),
         made=report["made"],
         channels=report["channels"],
-        records=client.hlen(keys.node_channels(report["node"])),
+        records=client.hlen(keys.node_records(report["node"])),
         members=sum(client.zcard(keys.members(group)) for group in GROUPS),
         keys=sum(1 for _ in client.scan_iter(match=f"{keys.prefix}:*", count=1000)),
         rss=process.memory_info().rss,

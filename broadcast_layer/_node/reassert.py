@@ -108,7 +108,7 @@ class LocalRecords:
                 channel,
                 now - self._opened[channel] if channel in self._opened else -1,
                 self._metadata.get(channel, ""),
-                groups,
+                sorted(groups.items()),  # sorted: the same state gives the same record
             ]
             for channel, groups in joined.items()
         ]

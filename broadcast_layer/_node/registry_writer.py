@@ -206,21 +206,29 @@ class RegistryWriter:
 
 
 def _first(futures: Iterable[asyncio.Future[T]]) -> asyncio.Future[T]:
-    """A future of the first one's result once all are done; the first failure instead."""
-    gathered = asyncio.gather(*futures, return_exceptions=True)
+    """A future of the first one's result once all are done; the first failure instead.
+
+    The writer settles futures in the order their calls were submitted, so all are done
+    when the last one is: one callback on it, not a gather over all of them.
+    """
+    waited = list(futures)
     result: asyncio.Future[T] = asyncio.get_running_loop().create_future()
 
-    def settle(done: asyncio.Future[list[Any]]) -> None:
+    def settle(_: asyncio.Future[T]) -> None:
         if result.done():
             return
-        if done.cancelled():
-            result.cancel()
-            return
-        for each in done.result():
-            if isinstance(each, BaseException):
-                result.set_exception(each)
+        failure: BaseException | None = None
+        for each in waited:
+            if each.cancelled():
+                result.cancel()
                 return
-        result.set_result(done.result()[0])
+            error = each.exception()  # also marks it retrieved
+            if error is not None and failure is None:
+                failure = error
+        if failure is not None:
+            result.set_exception(failure)
+        else:
+            result.set_result(waited[0].result())
 
-    gathered.add_done_callback(settle)
+    waited[-1].add_done_callback(settle)
     return result

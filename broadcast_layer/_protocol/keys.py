@@ -167,13 +167,22 @@ class Keys:
             return f"{self.prefix}:node:{{{shard_tags(CLUSTER_SHARDS)[shard]}}}", ""
         return f"{self.prefix}:node:{{", "}"
 
-    def node_channels(self, node_id: str) -> str:
-        """Hash of a node's channels: channel -> JSON record of its groups and metadata."""
-        return f"{self.node(node_id)}:channels"
+    def node_records(self, node_id: str) -> str:
+        """Hash of a node's channels: channel -> its record, ``<opened>`` then
+        ``|<group> <joined>`` per group (see ``scripts._REGISTRY_OPS``)."""
+        return f"{self.node(node_id)}:records"
 
-    def node_channels_staging(self, node_id: str) -> str:
+    def node_records_staging(self, node_id: str) -> str:
         """Where a re-assert builds a node's channel records before they replace the old ones."""
-        return f"{self.node(node_id)}:channels:next"
+        return f"{self.node(node_id)}:records:next"
+
+    def node_metadata(self, node_id: str) -> str:
+        """Hash of the metadata of a node's channels: channel -> metadata JSON."""
+        return f"{self.node(node_id)}:meta"
+
+    def node_metadata_staging(self, node_id: str) -> str:
+        """Where a re-assert builds a node's metadata before it replaces the old one."""
+        return f"{self.node(node_id)}:meta:next"
 
     # -- a normal channel ----------------------------------------------------------------
 

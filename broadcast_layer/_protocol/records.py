@@ -54,13 +54,13 @@ class RecordCalls:
 
     def join(self, group: str, channel: str, node_id: str) -> list[Call[int]]:
         """Add a membership: JOIN_GROUP (1: a new one, 0: refreshed), then JOIN_RECORD."""
-        record = Call(scripts.JOIN_RECORD, [self.keys.node_channels(node_id)], [group, channel],
+        record = Call(scripts.JOIN_RECORD, [self.keys.node_records(node_id)], [group, channel],
                       int)  # fmt: skip
         return [self._group_side(scripts.JOIN_GROUP, group, channel, node_id), record]
 
     def leave(self, group: str, channel: str, node_id: str) -> list[Call[int]]:
         """Remove a membership: LEAVE_GROUP (1 if one was removed), then LEAVE_RECORD."""
-        record = Call(scripts.LEAVE_RECORD, [self.keys.node_channels(node_id)], [group, channel],
+        record = Call(scripts.LEAVE_RECORD, [self.keys.node_records(node_id)], [group, channel],
                       int)  # fmt: skip
         return [self.leave_group(group, channel, node_id), record]
 
@@ -70,7 +70,7 @@ class RecordCalls:
 
     def open(self, channel: str, node_id: str) -> Call[int]:
         """Record a channel made by ``new_channel`` (OPEN)."""
-        return Call(scripts.OPEN, [self.keys.node_channels(node_id)], [channel], int)
+        return Call(scripts.OPEN, [self.keys.node_records(node_id)], [channel], int)
 
     def close(self, channel: str, node_id: str, groups: Sequence[str]) -> list[Call[Any]]:
         """Forget a channel: leave ``groups`` (LEAVE_GROUP each), then its record.
@@ -78,14 +78,16 @@ class RecordCalls:
         The last call (CLOSE_RECORD) returns the groups the record still named; a caller
         leaves those too (:meth:`leave_group`).
         """
-        close = Call(scripts.CLOSE_RECORD, [self.keys.node_channels(node_id)], [channel],
+        keys = [self.keys.node_records(node_id), self.keys.node_metadata(node_id)]
+        close = Call(scripts.CLOSE_RECORD, keys, [channel],
                      lambda reply: [text(group) for group in reply])  # fmt: skip
         return [*(self.leave_group(group, channel, node_id) for group in groups), close]
 
     def set_metadata(self, channel: str, node_id: str, metadata: dict[str, Any]) -> Call[int]:
         """Replace a channel's metadata; 0 when the registry does not know the channel."""
         return Call(
-            scripts.SET_METADATA, [self.keys.node_channels(node_id)],
+            scripts.SET_METADATA,
+            [self.keys.node_records(node_id), self.keys.node_metadata(node_id)],
             [channel, json.dumps(metadata)], int,
         )  # fmt: skip
 
@@ -124,15 +126,15 @@ class RecordCalls:
             ids = [node_id for shard_ids in found for node_id in shard_ids]
         if not ids:
             return []
-        read = [keys.node_channels(node_id) for node_id in ids]
+        read = [keys.node_records(node_id) for node_id in ids]
         records = yield [Call(scripts.HGETALL, [key], [], _groups_by_channel) for key in read]
         leaves = [self.leave_group(group, channel, node_id)
                   for node_id, channels in zip(ids, records, strict=True)
                   for channel, groups in channels for group in groups]  # fmt: skip
         if leaves:
             yield leaves
-        yield [Call(scripts.RETIRE, [keys.node_channels(node_id), keys.node(node_id),
-                                     keys.nodes_of(node_id)], [node_id], int)
+        yield [Call(scripts.RETIRE, [keys.node_records(node_id), keys.node_metadata(node_id),
+                                     keys.node(node_id), keys.nodes_of(node_id)], [node_id], int)
                for node_id in ids]  # fmt: skip
         return ids
 
@@ -141,18 +143,23 @@ class RecordCalls:
     ) -> list[Call[Any]]:
         """The node's side of a re-assert: its channel records become ``entries``.
 
-        ``entries`` are ``[channel, seconds since opened or -1, metadata JSON, {group:
-        seconds since joined}]``. The last call's result is the memberships the old
-        records held beyond these, ``[(group, channel), ...]``, or None when Redis lost
-        data meanwhile (nothing was swapped).
+        ``entries`` are ``[channel, seconds since opened or -1, metadata JSON, [[group,
+        seconds since joined], ...] sorted by group]``. The last call's result is the
+        memberships the old records held beyond these, ``[(group, channel), ...]``, or
+        None when Redis lost data meanwhile (nothing was swapped).
         """
         keys = self.keys
-        records, staging = keys.node_channels(node_id), keys.node_channels_staging(node_id)
-        calls: list[Call[Any]] = [Call(scripts.REASSERT_BEGIN, [staging], [], int)]
+        records, staging = keys.node_records(node_id), keys.node_records_staging(node_id)
+        metadata = keys.node_metadata(node_id)
+        metadata_staging = keys.node_metadata_staging(node_id)
+        both = [records, staging, metadata, metadata_staging]
+        calls: list[Call[Any]] = [
+            Call(scripts.REASSERT_BEGIN, [staging, metadata_staging], [], int)
+        ]
         for chunk in _chunks(entries, CHUNK):
-            calls.append(Call(scripts.REASSERT_CHANNELS, [records, staging],
+            calls.append(Call(scripts.REASSERT_CHANNELS, both,
                               [JOIN_TOLERANCE, json.dumps(chunk)], int))  # fmt: skip
-        calls.append(Call(scripts.REASSERT_SWAP, [records, staging, keys.node(node_id)],
+        calls.append(Call(scripts.REASSERT_SWAP, [*both, keys.node(node_id)],
                           [generation], _stale))  # fmt: skip
         return calls
 
@@ -175,14 +182,20 @@ def _texts(reply: Any) -> list[str]:
     return [text(item) for item in reply]
 
 
+def parse_record(raw: bytes | str) -> tuple[str, dict[str, str]]:
+    """A channel record (``<opened>|<group> <joined>|...``) as its opened time (``""``:
+    unknown) and ``{group: joined}``, times as Redis wrote them (seconds, text)."""
+    opened, *entries = text(raw).split("|")
+    groups = {}
+    for entry in entries:
+        group, _, joined = entry.partition(" ")
+        groups[group] = joined
+    return opened, groups
+
+
 def _groups_by_channel(reply: Any) -> list[tuple[str, list[str]]]:
     """An HGETALL of a node's channel records as ``[(channel, [group, ...]), ...]``."""
-    out = []
-    for i in range(0, len(reply), 2):
-        record = json.loads(reply[i + 1])
-        groups = record.get("g") if isinstance(record, dict) else None
-        out.append((text(reply[i]), list(groups) if isinstance(groups, dict) else []))
-    return out
+    return [(text(reply[i]), list(parse_record(reply[i + 1])[1])) for i in range(0, len(reply), 2)]
 
 
 def _stale(reply: Any) -> list[tuple[str, str]] | None:

@@ -26,6 +26,8 @@ class Call(Generic[T_co]):
     keys: Sequence[str]
     args: Sequence[Any]
     parse: Callable[[Any], T_co]
+    #: For a REGISTRY_BATCH call: the calls it runs, in order (see ``batch.py``).
+    parts: tuple[Call[Any], ...] = ()
 
     @property
     def idempotent(self) -> bool:
@@ -101,18 +103,32 @@ def _registry_script(body: str) -> str:
 # -- the room registry -----------------------------------------------------------------
 # A membership lives on two sides, each written by its own call: the group's side (its
 # sorted set member -> join time, the per-node counts, the room index shard listing it:
-# one slot) and the node's side (the record of the channel in its node's hash, JSON
-# {"t": opened, "g": {group: joined}, "m": metadata}: the node's slot). Shared Lua
-# helpers, prepended to each registry script:
+# one slot) and the node's side (the channel's record in its node's records hash: the
+# node's slot). A record is plain text, `<opened>` then `|<group> <joined>` for each group
+# (group names hold neither '|' nor ' '; an empty `<opened>`: unknown), so a join or a
+# leave edits it with two plain string searches instead of decoding and re-encoding it.
+# A channel's metadata is in the node's metadata hash (channel -> JSON text), so listing
+# members reads it with one HMGET per node. Shared Lua helpers, prepended to each
+# registry script (now() reads Redis's clock once per script run):
 _PRELUDE = """
+local clock
 local function now()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+  if not clock then
+    local t = redis.call('TIME')
+    clock = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  end
+  return clock
 end
-local function decode(raw)
-  local record = raw and cjson.decode(raw) or {}
-  if type(record.g) ~= 'table' then record.g = {} end
-  return record
+local function record_without(raw, group)
+  local from = string.find(raw, '|' .. group .. ' ', 1, true)
+  if not from then return raw, false end
+  local to = string.find(raw, '|', from + 1, true)
+  return string.sub(raw, 1, from - 1) .. (to and string.sub(raw, to) or ''), true
+end
+local function record_groups(raw)
+  local groups = {}
+  for group, joined in string.gmatch(raw, '|([^ |]+) ([^|]*)') do groups[group] = joined end
+  return groups
 end
 local function count_leave(by_size, by_name, group)
   local size = tonumber(redis.call('ZINCRBY', by_size, -1, group))
@@ -128,74 +144,122 @@ local function count_node_leave(nodes_key, node)
 end
 """
 
-# The group's side. KEYS: members(G), member nodes(G), rooms by-size and by-name (G's
-# shard). ARGV: group, channel, node. Returns 1 for a new membership, 0 for a refreshed one.
-JOIN_GROUP = _registry_script("""
-local new = redis.call('ZADD', KEYS[1], now(), ARGV[2])
-if new == 1 then
-  redis.call('ZINCRBY', KEYS[3], 1, ARGV[1])
-  redis.call('ZADD', KEYS[4], 0, ARGV[1])
-  redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+# The registry's writes as functions of (k, a): each reads its keys from KEYS[k] on and
+# its arguments from ARGV[a] on, so one script call can run many of them (REGISTRY_BATCH).
+_REGISTRY_OPS = """
+-- The group's side. KEYS: members(G), member nodes(G), rooms by-size and by-name (G's
+-- shard). ARGV: group, channel, node. 1 for a new membership, 0 for a refreshed one.
+local function join_group(k, a)
+  local new = redis.call('ZADD', KEYS[k], now(), ARGV[a + 1])
+  if new == 1 then
+    if tonumber(redis.call('ZINCRBY', KEYS[k + 2], 1, ARGV[a])) == 1 then
+      redis.call('ZADD', KEYS[k + 3], 0, ARGV[a])
+    end
+    redis.call('HINCRBY', KEYS[k + 1], ARGV[a + 2], 1)
+  end
+  return new
 end
-return new
-""")
-
-# Same KEYS and ARGV as JOIN_GROUP. Returns 1 if a membership was removed.
-LEAVE_GROUP = _registry_script("""
-local removed = redis.call('ZREM', KEYS[1], ARGV[2])
-if removed == 1 then
-  count_leave(KEYS[3], KEYS[4], ARGV[1])
-  count_node_leave(KEYS[2], ARGV[3])
+-- Same KEYS and ARGV as join_group. 1 if a membership was removed.
+local function leave_group(k, a)
+  local removed = redis.call('ZREM', KEYS[k], ARGV[a + 1])
+  if removed == 1 then
+    count_leave(KEYS[k + 2], KEYS[k + 3], ARGV[a])
+    count_node_leave(KEYS[k + 1], ARGV[a + 2])
+  end
+  return removed
 end
-return removed
-""")
+-- The node's side. KEYS: node records(N). ARGV: group, channel. Records the join (a
+-- channel first seen here is dated by it).
+local function join_record(k, a)
+  local raw = redis.call('HGET', KEYS[k], ARGV[a + 1])
+  raw = raw and record_without(raw, ARGV[a]) or tostring(now())
+  redis.call('HSET', KEYS[k], ARGV[a + 1], raw .. '|' .. ARGV[a] .. ' ' .. tostring(now()))
+  return 1
+end
+-- KEYS: node records(N). ARGV: group, channel. Forgets the join; 0 if no record.
+local function leave_record(k, a)
+  local raw = redis.call('HGET', KEYS[k], ARGV[a + 1])
+  if not raw then return 0 end
+  local rest, found = record_without(raw, ARGV[a])
+  if found then redis.call('HSET', KEYS[k], ARGV[a + 1], rest) end
+  return 1
+end
+-- KEYS: node records(N). ARGV: channel. Records a new channel (never overwrites).
+local function open(k, a)
+  return redis.call('HSETNX', KEYS[k], ARGV[a], tostring(now()))
+end
+-- KEYS: node records(N), node metadata(N). ARGV: channel. Forgets a channel; returns the
+-- groups its record still named (their group side is left by the caller).
+local function close_record(k, a)
+  local raw = redis.call('HGET', KEYS[k], ARGV[a])
+  redis.call('HDEL', KEYS[k + 1], ARGV[a])
+  if not raw then return {} end
+  local groups = {}
+  for group, _ in pairs(record_groups(raw)) do groups[#groups + 1] = group end
+  redis.call('HDEL', KEYS[k], ARGV[a])
+  return groups
+end
+-- KEYS: node records(N), node metadata(N). ARGV: channel, metadata JSON. Attaches
+-- metadata to a known channel, kept as the JSON text; 0 if the channel is unknown.
+local function set_metadata(k, a)
+  if redis.call('HEXISTS', KEYS[k], ARGV[a]) == 0 then return 0 end
+  redis.call('HSET', KEYS[k + 1], ARGV[a], ARGV[a + 1])
+  return 1
+end
+"""
 
-# The node's side. KEYS: node channels(N). ARGV: group, channel. Records the join.
-JOIN_RECORD = _registry_script("""
-local t = now()
-local record = decode(redis.call('HGET', KEYS[1], ARGV[2]))
-record.t = record.t or t
-record.g[ARGV[1]] = t
-redis.call('HSET', KEYS[1], ARGV[2], cjson.encode(record))
-return 1
-""")
 
-# KEYS: node channels(N). ARGV: group, channel. Forgets the join; 0 if no record.
-LEAVE_RECORD = _registry_script("""
-local raw = redis.call('HGET', KEYS[1], ARGV[2])
-if not raw then return 0 end
-local record = decode(raw)
-record.g[ARGV[1]] = nil
-redis.call('HSET', KEYS[1], ARGV[2], cjson.encode(record))
-return 1
-""")
+def _registry_op(call: str) -> str:
+    return _PRELUDE + _REGISTRY_OPS + f"return {call}(1, 1)\n"
 
-# KEYS: node channels(N). ARGV: channel. Records a new channel (never overwrites).
-OPEN = _registry_script("""
-return redis.call('HSETNX', KEYS[1], ARGV[1], cjson.encode({t = now()}))
-""")
 
-# KEYS: node channels(N). ARGV: channel. Forgets a channel; returns the groups its
-# record still named (their group side is left by the caller).
-CLOSE_RECORD = _registry_script("""
-local raw = redis.call('HGET', KEYS[1], ARGV[1])
-if not raw then return {} end
-local groups = {}
-for group, _ in pairs(decode(raw).g) do groups[#groups + 1] = group end
-redis.call('HDEL', KEYS[1], ARGV[1])
-return groups
-""")
+JOIN_GROUP = _registry_op("join_group")
+LEAVE_GROUP = _registry_op("leave_group")
+JOIN_RECORD = _registry_op("join_record")
+LEAVE_RECORD = _registry_op("leave_record")
+OPEN = _registry_op("open")
+CLOSE_RECORD = _registry_op("close_record")
+SET_METADATA = _registry_op("set_metadata")
 
-# KEYS: node channels(N). ARGV: channel, metadata JSON. Attaches metadata to a known
-# channel, kept as the JSON text (cjson would round numbers to 14 digits); 0 if unknown.
-SET_METADATA = _registry_script("""
-local raw = redis.call('HGET', KEYS[1], ARGV[1])
-if not raw then return 0 end
-local record = decode(raw)
-record.m = ARGV[2]
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(record))
-return 1
-""")
+#: The registry writes one REGISTRY_BATCH call can run: script -> (its name in the
+#: batch, how many KEYS, how many ARGV). A call of one of these scripts may be sent as a
+#: part of a batch instead (``Host.run_all``); its keys and arguments are the same.
+BATCHABLE: dict[str, tuple[str, int, int]] = {
+    JOIN_GROUP: ("join_group", 4, 3),
+    LEAVE_GROUP: ("leave_group", 4, 3),
+    JOIN_RECORD: ("join_record", 1, 2),
+    LEAVE_RECORD: ("leave_record", 1, 2),
+    OPEN: ("open", 1, 1),
+    CLOSE_RECORD: ("close_record", 2, 1),
+    SET_METADATA: ("set_metadata", 2, 2),
+}
+
+# KEYS: each part's keys in turn. ARGV: for each part, its name (BATCHABLE) then its
+# arguments. Runs the parts in order, each as its own script would; one part failing does
+# not stop the others. Returns each part's result, an error in place of a failed one.
+# Every part of one call touches one slot on a cluster; on one server a node's writes
+# of one pipeline share a call (see Host.run_all).
+REGISTRY_BATCH = (
+    _PRELUDE
+    + _REGISTRY_OPS
+    + """
+local ops = {join_group = {join_group, 4, 3}, leave_group = {leave_group, 4, 3},
+             join_record = {join_record, 1, 2}, leave_record = {leave_record, 1, 2},
+             open = {open, 1, 1}, close_record = {close_record, 2, 1},
+             set_metadata = {set_metadata, 2, 2}}
+local out, k, a = {}, 1, 1
+while a <= #ARGV do
+  local op = ops[ARGV[a]]
+  local ok, result = pcall(op[1], k, a + 1)
+  if not ok then
+    result = type(result) == 'table' and result or {err = tostring(result)}
+  end
+  out[#out + 1] = result
+  k, a = k + op[2], a + 1 + op[3]
+end
+return out
+"""
+)
 
 # KEYS: node(N), node index shard(N). ARGV: id, host, pid, started, channels, prefix,
 # ttl (s), birth generation ('' for none). Returns 1 if the record has a generation,
@@ -223,11 +287,12 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now() - tonumber(ARG
                   'LIMIT', 0, tonumber(ARGV[2]))
 """)
 
-# KEYS: node channels(N), node(N), node index shard(N). ARGV: id. The last step of a
-# reap, once the node's memberships have been left: its records and index entry go.
+# KEYS: node records(N), node metadata(N), node(N), node index shard(N). ARGV: id. The
+# last step of a reap, once the node's memberships have been left: its records and index
+# entry go.
 RETIRE = """
-redis.call('DEL', KEYS[1], KEYS[2])
-return redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+return redis.call('ZREM', KEYS[4], ARGV[1])
 """
 
 # KEYS: a node index shard. ARGV: ttl (s), then node ids. For each id: 1 if alive, else 0.
@@ -259,23 +324,34 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now() - tonumber(ARGV[1])), 
                   'WITHSCORES', 'LIMIT', tonumber(ARGV[2]), tonumber(ARGV[3]))
 """)
 
-# KEYS: node index shard(N), node channels(N). ARGV: ttl (s), node id, channels.
-# Returns {} when the node is dead, else the metadata JSON ('' for none) of each channel.
+# KEYS: node index shard(N), node metadata(N). ARGV: ttl (s), node id, the node's
+# channels joined by newlines (one argument: no per-channel cost in the request).
+# Returns {} when the node is dead; {1} when none of the node's channels has metadata;
+# else {1, then each channel's metadata JSON or nil}.
 NODE_MEMBERS = _registry_script("""
 local beat = redis.call('ZSCORE', KEYS[1], ARGV[2])
 if not beat or tonumber(beat) <= now() - tonumber(ARGV[1]) then return {} end
-local out = {}
-for i = 3, #ARGV do
-  local record = redis.call('HGET', KEYS[2], ARGV[i])
-  local metadata = record and cjson.decode(record).m
-  out[#out + 1] = type(metadata) == 'string' and metadata or ''
+local out = {1}
+if redis.call('HLEN', KEYS[2]) == 0 then return out end
+local chunk = {}
+local function read()
+  local found = redis.call('HMGET', KEYS[2], unpack(chunk))
+  for i = 1, #chunk do out[#out + 1] = found[i] end
+  chunk = {}
 end
+for channel in string.gmatch(ARGV[3], '[^\\n]+') do
+  chunk[#chunk + 1] = channel
+  if #chunk == 1000 then read() end  -- unpack() takes a few thousand values at most
+end
+if #chunk > 0 then read() end
 return out
 """)
 
-# KEYS: node channels(N). ARGV: channel. Returns [now, record JSON or ''].
+# KEYS: node records(N), node metadata(N). ARGV: channel.
+# Returns [now, record or '', metadata JSON or ''].
 CHANNEL = _registry_script("""
-return {tostring(now()), redis.call('HGET', KEYS[1], ARGV[1]) or ''}
+return {tostring(now()), redis.call('HGET', KEYS[1], ARGV[1]) or '',
+        redis.call('HGET', KEYS[2], ARGV[1]) or ''}
 """)
 
 # KEYS: a node index shard. ARGV: ttl (s), what goes before and after an id in its node
@@ -566,61 +642,70 @@ return acked
 # sequence again changes nothing. Redis losing its data in the middle (other clients
 # run between the commands) leaves no generation, so the next heartbeat re-asserts again.
 
-# KEYS: the node's staging hash. Clears what an interrupted re-assert left, and marks
-# the staging hash as this re-assert's with a field no channel can be called ("").
+# KEYS: the node's staging records and staging metadata. Clears what an interrupted
+# re-assert left, and marks the staging records as this re-assert's with a field no
+# channel can be called ("").
 REASSERT_BEGIN = """
-redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[2])
 return redis.call('HSET', KEYS[1], '', '')
 """
 
-# KEYS: node channels(N), staging hash(N). ARGV: tolerance (s), JSON list of [channel,
-# seconds since opened (-1: never opened), metadata JSON ("": keep Redis's), {group:
-# seconds since joined}]. Stages each channel's record. A stored time within
-# `tolerance` of the node's is kept, so a repeated re-assert rewrites the same values.
+# KEYS: node records(N), staging records(N), node metadata(N), staging metadata(N).
+# ARGV: tolerance (s), JSON list of [channel, seconds since opened (-1: never opened),
+# metadata JSON ("": keep Redis's), [[group, seconds since joined], ...] sorted by
+# group]. Stages each channel's record and metadata. A stored time within `tolerance`
+# of the node's is kept as stored, so a repeated re-assert rewrites the same bytes.
 REASSERT_CHANNELS = _registry_script("""
 local t, tolerance = now(), tonumber(ARGV[1])
 local function close_to(stored, computed)
-  return stored and math.abs(tonumber(stored) - computed) <= tolerance
+  return stored and tonumber(stored) and math.abs(tonumber(stored) - computed) <= tolerance
 end
 for _, entry in ipairs(cjson.decode(ARGV[2])) do
   local channel, opened, metadata = entry[1], tonumber(entry[2]), entry[3]
-  local old = decode(redis.call('HGET', KEYS[1], channel))
-  local record, first = {g = {}}, nil
-  for group, age in pairs(entry[4]) do
-    local joined = t - tonumber(age)
-    if close_to(old.g[group], joined) then joined = tonumber(old.g[group]) end
-    record.g[group] = joined
+  local raw = redis.call('HGET', KEYS[1], channel) or ''
+  local old_opened = string.match(raw, '^[^|]*')
+  local old = record_groups(raw)
+  local parts, first = {}, nil
+  for _, pair in ipairs(entry[4]) do
+    local group, joined = pair[1], t - tonumber(pair[2])
+    local text = tostring(joined)
+    if close_to(old[group], joined) then joined, text = tonumber(old[group]), old[group] end
+    parts[#parts + 1] = '|' .. group .. ' ' .. text
     if first == nil or joined < first then first = joined end
   end
   local created = opened >= 0 and t - opened or nil
-  if old.t and (created == nil or close_to(old.t, created)) then
-    record.t = old.t
+  local stamp
+  if old_opened ~= '' and tonumber(old_opened)
+     and (created == nil or close_to(old_opened, created)) then
+    stamp = old_opened
   else
-    record.t = created or first or t
+    stamp = tostring(created or first or t)
   end
-  if metadata ~= '' then record.m = metadata else record.m = old.m end
-  redis.call('HSET', KEYS[2], channel, cjson.encode(record))
+  redis.call('HSET', KEYS[2], channel, stamp .. table.concat(parts))
+  if metadata == '' then metadata = redis.call('HGET', KEYS[3], channel) end
+  if metadata then redis.call('HSET', KEYS[4], channel, metadata) end
 end
 return 1
 """)
 
-# KEYS: node channels(N), staging hash(N), node(N). ARGV: generation. The staged
-# records replace the node's, and the node record gets the generation. Returns
-# [1, group, channel, ...]: the memberships the old records held and the staged ones
-# lack (REASSERT_GROUP removes them on the groups' side); or [-1] (nothing done) when
-# the staging hash lost its mark: Redis lost data since REASSERT_BEGIN.
+# KEYS: node records(N), staging records(N), node metadata(N), staging metadata(N),
+# node(N). ARGV: generation. The staged records and metadata replace the node's, and
+# the node record gets the generation. Returns [1, group, channel, ...]: the memberships
+# the old records held and the staged ones lack (REASSERT_GROUP removes them on the
+# groups' side); or [-1] (nothing done) when the staging records lost their mark: Redis
+# lost data since REASSERT_BEGIN.
 REASSERT_SWAP = _registry_script("""
 if redis.call('HDEL', KEYS[2], '') == 0 then
-  redis.call('DEL', KEYS[2])
+  redis.call('DEL', KEYS[2], KEYS[4])
   return {-1}
 end
 local old = redis.call('HGETALL', KEYS[1])
 local out = {1}
 for i = 1, #old, 2 do
   local raw, staged = old[i + 1], redis.call('HGET', KEYS[2], old[i])
-  if staged ~= raw then  -- an unchanged record (the usual case) needs no decoding
-    local keep = staged and decode(staged).g or {}
-    for group, _ in pairs(decode(raw).g) do
+  if staged ~= raw then  -- an unchanged record (the usual case) needs no parsing
+    local keep = staged and record_groups(staged) or {}
+    for group, _ in pairs(record_groups(raw)) do
       if keep[group] == nil then out[#out + 1] = group; out[#out + 1] = old[i] end
     end
   end
@@ -630,8 +715,13 @@ if redis.call('HLEN', KEYS[2]) > 0 then
 else
   redis.call('DEL', KEYS[1])
 end
-if redis.call('HLEN', KEYS[3]) > 0 then  -- else it was lost too: no generation
-  redis.call('HSET', KEYS[3], 'gen', ARGV[1])
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('RENAME', KEYS[4], KEYS[3])
+else
+  redis.call('DEL', KEYS[3])
+end
+if redis.call('HLEN', KEYS[5]) > 0 then  -- else it was lost too: no generation
+  redis.call('HSET', KEYS[5], 'gen', ARGV[1])
 end
 return out
 """)
@@ -682,6 +772,7 @@ return removed
 #: a slot twice).
 IDEMPOTENT = frozenset(
     {JOIN_GROUP, LEAVE_GROUP, JOIN_RECORD, LEAVE_RECORD, OPEN, CLOSE_RECORD, SET_METADATA,
+     REGISTRY_BATCH,
      HEARTBEAT, DEAD, RETIRE, ALIVE, ROOM, ROOM_SIZE, MEMBER_ENTRIES, NODE_MEMBERS, CHANNEL,
      NODES, ROOMS, HGETALL, REASSERT_BEGIN, REASSERT_CHANNELS, REASSERT_SWAP, REASSERT_GROUP,
      HISTORY_READ, DURABLE_ACK}

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Hashable
 from typing import Any, TypeVar
 
 from redis.commands.core import AsyncScript
+from redis.crc import key_slot
 from redis.exceptions import NoScriptError
 
 from .. import _metrics
+from .._protocol import batch
 from .._protocol.scripts import Call, Plan, publish_command, script_name
 from . import retry
 from .clients import (
@@ -136,8 +139,11 @@ class Host:
         """
         recorder = _metrics.recorder
         started = time.perf_counter() if recorder.enabled else 0.0
-        await self._load_scripts(calls)  # once per script, so a batch rarely half-fails
-        replies = await self._pipeline(calls)
+        # Registry writes of one slot go out as one script call (batch.py).
+        sent = batch.merge(calls, self._slot)
+        wire = [call for call, _ in sent]
+        await self._load_scripts(wire)  # once per script, so a batch rarely half-fails
+        replies = await self._pipeline(wire)
         if recorder.enabled:
             recorder.registry_call("pipeline", started)
         for _ in range(3):  # bounded: Redis could keep flushing its scripts
@@ -150,18 +156,13 @@ class Host:
             # here are idempotent (registry writes, heartbeats) or come in batches of
             # one script (RELEASE), where every call after a NOSCRIPT fails the same way.
             self._loaded.clear()
-            await self._load_scripts(calls[first:])
-            replies[first:] = await self._pipeline(calls[first:])
-        results: list[Any] = []
-        for call, reply in zip(calls, replies, strict=True):
-            if isinstance(reply, Exception):
-                results.append(reply)
-                continue
-            try:
-                results.append(call.parse(reply))
-            except Exception as exc:
-                results.append(exc)
-        return results
+            await self._load_scripts(wire[first:])
+            replies[first:] = await self._pipeline(wire[first:])
+        return batch.split(sent, replies, len(calls))
+
+    def _slot(self, call: Call[Any]) -> Hashable:
+        """Which calls may share a batch: on one server, all of them (no slots)."""
+        return None
 
     async def _load_scripts(self, calls: list[Call[Any]]) -> None:
         for source in {call.script for call in calls} - self._loaded:
@@ -224,6 +225,10 @@ class ClusterHost(Host):
                                    route=self._owner)  # fmt: skip
         self._scripts = {}
         self._loaded = set()
+
+    def _slot(self, call: Call[Any]) -> Hashable:
+        """Which calls may share a batch: those whose keys are in one slot."""
+        return key_slot(call.keys[0].encode()) if call.keys else None
 
     def _owner(self, channel: str) -> Any:
         """The master the slot map names for a channel (None before the map is read)."""

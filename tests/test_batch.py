@@ -1,0 +1,109 @@
+"""Registry writes of one pipeline go to Redis as one script call (``_protocol/batch.py``),
+with each write's own result, in the order submitted, on a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import redis
+
+from broadcast_layer._protocol import batch, scripts
+from broadcast_layer._protocol.scripts import Call, script_name
+from broadcast_layer._redis.host import Host
+from broadcast_layer.layer import BroadcastChannelLayer
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The script calls of each pipeline the hosts send, by name."""
+    pipelines: list[list[str]] = []
+    pipeline = Host._pipeline
+
+    async def logged(host: Host, calls: list[Call[Any]]) -> list[Any]:
+        pipelines.append([script_name(call.script) for call in calls])
+        return await pipeline(host, calls)
+
+    monkeypatch.setattr(Host, "_pipeline", logged)
+    return pipelines
+
+
+async def test_the_writes_of_one_pipeline_share_one_script_call(make_layer, sent):
+    layer: BroadcastChannelLayer = make_layer()
+    channel = await layer.new_channel()
+    node = layer.nodes.current()
+    calls, node_id = node.core.calls, node.id
+    sent.clear()
+    # Joins, a leave and a rejoin of one membership, a heartbeat (not batchable) between.
+    writes = [
+        *calls.join("a", channel, node_id),
+        *calls.join("b", channel, node_id),
+        *calls.leave("a", channel, node_id),
+        calls.heartbeat(node_id, 0.0, 1),
+        *calls.join("a", channel, node_id),
+        calls.set_metadata(channel, node_id, {"name": "Ann"}),
+    ]
+    results = await node.registry.host.run_all(writes)
+    assert results == [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]  # each write's own result
+    assert sent == [["REGISTRY_BATCH", "HEARTBEAT", "REGISTRY_BATCH"]]
+    # As if run one by one: in a, b (a left, then joined again), with the metadata.
+    assert set(await layer.registry.groups_of(channel)) == {"a", "b"}
+    assert {room.name: room.size for room in (await layer.registry.rooms()).rooms} == {
+        "a": 1,
+        "b": 1,
+    }
+    [member] = await layer.registry.members("a")
+    assert (member.channel, member.metadata) == (channel, {"name": "Ann"})
+
+
+async def test_a_failing_write_fails_alone(make_layer, redis_client: redis.Redis, prefix, sent):
+    layer: BroadcastChannelLayer = make_layer()
+    channel = await layer.new_channel()
+    node = layer.nodes.current()
+    calls = node.core.calls
+    redis_client.set(calls.keys.members("broken"), "not a sorted set")
+    sent.clear()
+    writes = [*calls.join("fine", channel, node.id), *calls.join("broken", channel, node.id),
+              *calls.join("also", channel, node.id)]  # fmt: skip
+    results = await node.registry.host.run_all(writes)
+    assert sent == [["REGISTRY_BATCH"]]
+    assert isinstance(results[2], redis.ResponseError)
+    assert "WRONGTYPE" in str(results[2])
+    assert [result for i, result in enumerate(results) if i != 2] == [1, 1, 1, 1, 1]
+    assert sorted(room.name for room in (await layer.registry.rooms()).rooms) == ["also", "fine"]
+
+
+async def test_group_add_through_the_writer_is_one_call_per_pipeline(make_layer, sent):
+    layer: BroadcastChannelLayer = make_layer()
+    channels = [await layer.new_channel() for _ in range(40)]
+    sent.clear()
+    await asyncio.gather(*(layer.group_add(f"g{i % 4}", channel)
+                           for i, channel in enumerate(channels)))  # fmt: skip
+    registry_calls = [name for pipeline in sent for name in pipeline]
+    # 80 writes (each join has two sides) in a few pipelines, one call each
+    assert set(registry_calls) <= {"REGISTRY_BATCH", "JOIN_GROUP", "JOIN_RECORD"}
+    assert len(registry_calls) == len(sent) < 80
+    assert sorted((r.name, r.size) for r in (await layer.registry.rooms()).rooms) == [
+        (f"g{i}", 10) for i in range(4)
+    ]
+
+
+def test_merge_keeps_each_slots_order_and_caps_a_batch():
+    def call(script: str, slot: str) -> Call[Any]:
+        shape = scripts.BATCHABLE.get(script, ("", 1, 0))
+        return Call(script, [slot] * shape[1], ["x"] * shape[2], int)
+
+    join, heartbeat = scripts.JOIN_RECORD, scripts.HEARTBEAT
+    calls = [call(join, "A"), call(join, "B"), call(heartbeat, "A"), call(join, "A"),
+             call(join, "B")]  # fmt: skip
+    merged = batch.merge(calls, lambda c: c.keys[0])
+    # B's writes share one call; A's heartbeat splits A's writes in two
+    assert [(script_name(c.script), indexes) for c, indexes in merged] == [
+        ("JOIN_RECORD", [0]),
+        ("REGISTRY_BATCH", [1, 4]),
+        ("HEARTBEAT", [2]),
+        ("JOIN_RECORD", [3]),
+    ]
+    capped = batch.merge([call(join, "A")] * 7, lambda c: None, limit=3)
+    assert [indexes for _, indexes in capped] == [[0, 1, 2], [3, 4, 5], [6]]
