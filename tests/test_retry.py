@@ -14,6 +14,7 @@ import json
 import logging
 import random
 from io import StringIO
+from unittest.mock import ANY
 from urllib.parse import urlparse
 
 import pytest
@@ -300,6 +301,26 @@ async def test_an_ambiguous_publish_is_not_retried(nodes, redis_url):
         with pytest.raises(RedisUnavailable):
             await within(sending)
     await nothing_arrives(receiver, channel)  # a resend would have been let through
+
+
+async def test_registry_writes_redis_holds_fail_after_subscribe_timeout(make_layer, redis_url):
+    """The writer bounds every write, also those queued behind a pipeline Redis holds:
+    each group_add raises, its join is undone, and the registry agrees once Redis runs
+    the held writes (the undoing leaves come after them)."""
+    layer = make_layer(subscribe_timeout=0.5)
+    channels = [await layer.new_channel() for _ in range(3)]
+    with faults.writes_paused(redis_url):
+        held = asyncio.create_task(layer.group_add("held", channels[0]))
+        await eventually(lambda: faults.blocked_on(redis_url, "evalsha"))
+        queued = [asyncio.create_task(layer.group_add("held", c)) for c in channels[1:]]
+        for task in (held, *queued):
+            with pytest.raises(RedisUnavailable, match="not confirmed in time"):
+                await within(task)
+        assert layer.local_members("held") == set()
+    await layer.group_add("after", channels[0])  # the writer carries on, in order
+    assert [m.channel for m in await layer.registry.members("after")] == [channels[0]]
+    assert await layer.registry.room_size("held") == 0
+    assert [await layer.registry.groups_of(c) for c in channels] == [{"after": ANY}, {}, {}]
 
 
 async def test_an_ambiguous_queue_push_is_not_retried(layer, redis_url, redis_client, prefix):

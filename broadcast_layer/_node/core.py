@@ -21,7 +21,6 @@ from .._protocol.records import RecordCalls
 from .._redis.host import ClusterHost, Host
 from .._redis.subscriber import MessageHandler
 from ..conf import LayerConfig
-from ..exceptions import RedisUnavailable
 
 T = TypeVar("T")
 
@@ -49,10 +48,12 @@ class NodeCore:
         self._on_connection = on_connection
         self.hosts: list[Host] = (
             [ClusterHost(config.hosts, on_message, config.reconnect_backoff, config.pool_limits,
-                         functools.partial(self._connection_changed, 0), on_acknowledged)]
+                         functools.partial(self._connection_changed, 0), on_acknowledged,
+                         write_timeout=config.subscribe_timeout)]
             if config.cluster
             else [Host(spec, on_message, config.reconnect_backoff, config.failover_timeout,
-                       config.pool_limits, functools.partial(self._connection_changed, index))
+                       config.pool_limits, functools.partial(self._connection_changed, index),
+                       write_timeout=config.subscribe_timeout)
                   for index, spec in enumerate(config.hosts)]
         )  # fmt: skip
         self.registry_host = self.hosts[0]  # the registry lives on the first host
@@ -134,21 +135,10 @@ class NodeCore:
             subscribed = subscriber.wait_subscribed(
                 self.node_channel, self.config.subscribe_timeout
             )
-            if born is None:
-                await subscribed
-            else:
-                await both(subscribed, self.bounded(born))
+            # The writer fails the birth if Redis does not confirm it in subscribe_timeout.
+            await (subscribed if born is None else both(subscribed, born))
             self.listening = True
             self.start_background()
-
-    async def bounded(self, write: asyncio.Future[T]) -> T:
-        """Wait for a submitted registry write, bounded like a subscription
-        (``subscribe_timeout``; then :class:`RedisUnavailable`)."""
-        try:
-            async with asyncio.timeout(self.config.subscribe_timeout):
-                return await write
-        except TimeoutError:
-            raise RedisUnavailable("The registry write was not confirmed in time") from None
 
     async def close_tasks(self) -> None:
         """Mark the node closed, then cancel and await every task it owns."""

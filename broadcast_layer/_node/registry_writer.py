@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from .._protocol.keys import node_of
@@ -49,7 +49,7 @@ class RegistryWriter:
         """
         if isinstance(call, Call):
             return self.host.writer.submit(call)
-        return _first(self.host.writer.submit(each) for each in call)
+        return self.host.writer.submit_all(call)
 
     def submit_quietly(self, call: Call[Any] | Sequence[Call[Any]]) -> None:
         """Queue writes nobody waits for; a failure is logged (and counted), not raised."""
@@ -94,8 +94,10 @@ class RegistryWriter:
         return await self.host.run(call)
 
     async def wait(self, write: asyncio.Future[T]) -> T:
-        """Wait for a submitted write, bounded like a subscription."""
-        return await self._core.bounded(write)
+        """Wait for a submitted write. Bounded like a subscription: the host's writer fails
+        a write Redis has not confirmed within ``subscribe_timeout`` with
+        :class:`RedisUnavailable` (one timer for the writer, not one per caller)."""
+        return await write
 
     async def set_metadata(self, channel: str, metadata: dict[str, Any]) -> bool:
         """Attach JSON metadata (user id, display name...) to a channel's registry record.
@@ -203,32 +205,3 @@ class RegistryWriter:
                 await self.run_plan(self.calls.reap([self._core.id]))
         except Exception as exc:
             logger.warning("Could not remove this node's records at close: %s", exc)
-
-
-def _first(futures: Iterable[asyncio.Future[T]]) -> asyncio.Future[T]:
-    """A future of the first one's result once all are done; the first failure instead.
-
-    The writer settles futures in the order their calls were submitted, so all are done
-    when the last one is: one callback on it, not a gather over all of them.
-    """
-    waited = list(futures)
-    result: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-
-    def settle(_: asyncio.Future[T]) -> None:
-        if result.done():
-            return
-        failure: BaseException | None = None
-        for each in waited:
-            if each.cancelled():
-                result.cancel()
-                return
-            error = each.exception()  # also marks it retrieved
-            if error is not None and failure is None:
-                failure = error
-        if failure is not None:
-            result.set_exception(failure)
-        else:
-            result.set_result(waited[0].result())
-
-    waited[-1].add_done_callback(settle)
-    return result

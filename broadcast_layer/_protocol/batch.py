@@ -22,20 +22,22 @@ Sent = tuple[Call[Any], list[int]]
 
 
 def merge(
-    calls: Sequence[Call[Any]], slot: Callable[[Call[Any]], Hashable], limit: int = LIMIT
+    calls: Sequence[Call[Any]],
+    slot: Callable[[Call[Any]], Hashable] | None,
+    limit: int = LIMIT,
 ) -> list[Sent]:
     """The calls to send instead of ``calls``: batchable writes of one ``slot`` merged.
 
     A merged call takes the place of its first write. Writes of one slot still run in
     the order submitted: a call that is not batchable closes its slot's batch, so the
     writes after it go into a later call. Calls of different slots touch different keys
-    (on one server, ``slot`` gives every call the same one), so their order does not
+    (on one server, ``slot`` is None: every call shares the one), so their order does not
     matter. A batch holds at most ``limit`` writes.
     """
     groups: list[tuple[list[Call[Any]], list[int]]] = []
     open_batch: dict[Hashable, int] = {}  # slot -> index in groups of its open batch
     for index, call in enumerate(calls):
-        key = slot(call)
+        key = None if slot is None else slot(call)
         if _batchable(call):
             at = open_batch.get(key)
             if at is not None and len(groups[at][1]) < limit:
@@ -63,6 +65,17 @@ def split(sent: Sequence[Sent], replies: Sequence[Any], count: int) -> list[Any]
             else:
                 results[index] = _parse(parts[position], reply[position])
     return results
+
+
+def scope(call: Call[Any]) -> str | None:
+    """The channel a registry write is confined to: it touches only that channel's record
+    and memberships (and counts that commute with other channels' writes). None for
+    any other call, which must keep its place among all writes."""
+    shape = scripts.BATCHABLE.get(call.script)
+    if shape is None or len(call.args) <= shape[3]:
+        return None
+    channel: str = call.args[shape[3]]
+    return channel
 
 
 def _parse(call: Call[Any], reply: Any) -> Any:

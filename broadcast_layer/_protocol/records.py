@@ -21,6 +21,8 @@ from .scripts import Call, Plan, publish_command
 
 #: Channels (or groups) per re-assert script: Redis runs nothing else while a script runs.
 CHUNK = 200
+#: Groups (and nodes) whose key names a node keeps built, before it starts over.
+KEY_CACHE = 4096
 #: A join time in Redis this close (seconds) to the one the node computes is kept as is,
 #: so repeated re-asserts rewrite identical values instead of moving them by a few ms.
 JOIN_TOLERANCE = 1.0
@@ -42,26 +44,39 @@ class RecordCalls:
     def __init__(self, keys: Keys, node_ttl: float) -> None:
         self.keys = keys
         self.node_ttl = node_ttl
+        # Key names of the groups and nodes written recently: a join builds four of them.
+        self._group_keys: dict[str, tuple[str, ...]] = {}
+        self._record_keys: dict[str, tuple[str, ...]] = {}
+
+    def _keys_of_group(self, group: str) -> tuple[str, ...]:
+        names = self._group_keys.get(group)
+        if names is None:
+            if len(self._group_keys) >= KEY_CACHE:
+                self._group_keys.clear()
+            keys = self.keys
+            names = self._group_keys[group] = (
+                keys.members(group), keys.member_nodes(group), *keys.rooms_of(group))  # fmt: skip
+        return names
+
+    def _records_of(self, node_id: str) -> tuple[str, ...]:
+        names = self._record_keys.get(node_id)
+        if names is None:
+            if len(self._record_keys) >= KEY_CACHE:
+                self._record_keys.clear()
+            names = self._record_keys[node_id] = (self.keys.node_records(node_id),)
+        return names
 
     def _group_side(self, script: str, group: str, channel: str, node_id: str) -> Call[int]:
-        keys = self.keys
-        return Call(
-            script,
-            [keys.members(group), keys.member_nodes(group), *keys.rooms_of(group)],
-            [group, channel, node_id],
-            int,
-        )
+        return Call(script, self._keys_of_group(group), (group, channel, node_id), int)
 
     def join(self, group: str, channel: str, node_id: str) -> list[Call[int]]:
         """Add a membership: JOIN_GROUP (1: a new one, 0: refreshed), then JOIN_RECORD."""
-        record = Call(scripts.JOIN_RECORD, [self.keys.node_records(node_id)], [group, channel],
-                      int)  # fmt: skip
+        record = Call(scripts.JOIN_RECORD, self._records_of(node_id), (group, channel), int)
         return [self._group_side(scripts.JOIN_GROUP, group, channel, node_id), record]
 
     def leave(self, group: str, channel: str, node_id: str) -> list[Call[int]]:
         """Remove a membership: LEAVE_GROUP (1 if one was removed), then LEAVE_RECORD."""
-        record = Call(scripts.LEAVE_RECORD, [self.keys.node_records(node_id)], [group, channel],
-                      int)  # fmt: skip
+        record = Call(scripts.LEAVE_RECORD, self._records_of(node_id), (group, channel), int)
         return [self.leave_group(group, channel, node_id), record]
 
     def leave_group(self, group: str, channel: str, node_id: str) -> Call[int]:

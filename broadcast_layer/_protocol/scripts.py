@@ -111,13 +111,17 @@ def _registry_script(body: str) -> str:
 # members reads it with one HMGET per node. Shared Lua helpers, prepended to each
 # registry script (now() reads Redis's clock once per script run):
 _PRELUDE = """
-local clock
+local clock, clock_text
 local function now()
   if not clock then
     local t = redis.call('TIME')
     clock = tonumber(t[1]) + tonumber(t[2]) / 1000000
   end
   return clock
+end
+local function now_text()
+  if not clock_text then clock_text = tostring(now()) end
+  return clock_text
 end
 local function record_without(raw, group)
   local from = string.find(raw, '|' .. group .. ' ', 1, true)
@@ -172,8 +176,8 @@ end
 -- channel first seen here is dated by it).
 local function join_record(k, a)
   local raw = redis.call('HGET', KEYS[k], ARGV[a + 1])
-  raw = raw and record_without(raw, ARGV[a]) or tostring(now())
-  redis.call('HSET', KEYS[k], ARGV[a + 1], raw .. '|' .. ARGV[a] .. ' ' .. tostring(now()))
+  raw = raw and record_without(raw, ARGV[a]) or now_text()
+  redis.call('HSET', KEYS[k], ARGV[a + 1], raw .. '|' .. ARGV[a] .. ' ' .. now_text())
   return 1
 end
 -- KEYS: node records(N). ARGV: group, channel. Forgets the join; 0 if no record.
@@ -186,7 +190,7 @@ local function leave_record(k, a)
 end
 -- KEYS: node records(N). ARGV: channel. Records a new channel (never overwrites).
 local function open(k, a)
-  return redis.call('HSETNX', KEYS[k], ARGV[a], tostring(now()))
+  return redis.call('HSETNX', KEYS[k], ARGV[a], now_text())
 end
 -- KEYS: node records(N), node metadata(N). ARGV: channel. Forgets a channel; returns the
 -- groups its record still named (their group side is left by the caller).
@@ -222,16 +226,18 @@ CLOSE_RECORD = _registry_op("close_record")
 SET_METADATA = _registry_op("set_metadata")
 
 #: The registry writes one REGISTRY_BATCH call can run: script -> (its name in the
-#: batch, how many KEYS, how many ARGV). A call of one of these scripts may be sent as a
-#: part of a batch instead (``Host.run_all``); its keys and arguments are the same.
-BATCHABLE: dict[str, tuple[str, int, int]] = {
-    JOIN_GROUP: ("join_group", 4, 3),
-    LEAVE_GROUP: ("leave_group", 4, 3),
-    JOIN_RECORD: ("join_record", 1, 2),
-    LEAVE_RECORD: ("leave_record", 1, 2),
-    OPEN: ("open", 1, 1),
-    CLOSE_RECORD: ("close_record", 2, 1),
-    SET_METADATA: ("set_metadata", 2, 2),
+#: batch, how many KEYS, how many ARGV, which ARGV is the channel it writes for). A call
+#: of one of these scripts may be sent as a part of a batch instead (``Host.run_all``);
+#: its keys and arguments are the same. Each touches only its channel's records and
+#: memberships, so writes for different channels commute (``batch.scope``).
+BATCHABLE: dict[str, tuple[str, int, int, int]] = {
+    JOIN_GROUP: ("join_group", 4, 3, 1),
+    LEAVE_GROUP: ("leave_group", 4, 3, 1),
+    JOIN_RECORD: ("join_record", 1, 2, 1),
+    LEAVE_RECORD: ("leave_record", 1, 2, 1),
+    OPEN: ("open", 1, 1, 0),
+    CLOSE_RECORD: ("close_record", 2, 1, 0),
+    SET_METADATA: ("set_metadata", 2, 2, 0),
 }
 
 # KEYS: each part's keys in turn. ARGV: for each part, its name (BATCHABLE) then its

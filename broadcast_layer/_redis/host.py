@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
 from redis.commands.core import AsyncScript
 from redis.crc import key_slot
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from .. import _metrics
 from .._protocol import batch
@@ -42,6 +42,16 @@ from .writer import OrderedWriter, Publisher
 
 T = TypeVar("T")
 
+#: Registry pipelines one host's writer may have in flight at once, when their writes are
+#: for different channels (see OrderedWriter): one more connection each.
+WRITE_DEPTH = 4
+
+_pack: Callable[[tuple[Any, ...]], bytes] | None
+try:  # hiredis packs commands in C; redis-py's own packer is pure Python
+    from hiredis import pack_command as _pack
+except ImportError:  # pragma: no cover - without the hiredis extra
+    _pack = None
+
 
 class Host:
     """Connections to one Redis server: a command client with its scripts, and a subscriber.
@@ -59,7 +69,10 @@ class Host:
         failover_timeout: float = 10.0,
         limits: PoolLimits = DEFAULT_LIMITS,
         on_connection: ConnectionHandler | None = None,
+        write_timeout: float | None = None,
     ) -> None:
+        """``write_timeout``: how long a write submitted to :attr:`writer` may wait for
+        Redis's answer before it fails (None: no bound)."""
         #: For a Sentinel host: where the master is; both pools follow it.
         self.watch = (
             MasterWatch(spec, failover_timeout=failover_timeout, backoff=backoff)
@@ -70,11 +83,14 @@ class Host:
         self.subscriber: Subscriber | ShardedSubscriber = Subscriber(
             spec, on_message, backoff, make_pool(spec, self.watch), on_connection
         )
-        self.writer = OrderedWriter(self.run_all)
+        self.writer = OrderedWriter(self.run_all, write_timeout, batch.scope, WRITE_DEPTH)
         self.publisher = Publisher(self.client)
         self.on_master_switch(self._follow_master)
         self._scripts: dict[str, AsyncScript] = {}
         self._loaded: set[str] = set()
+        #: Connections pipelines reuse instead of a pool checkout each (redis-py 8's
+        #: checkout costs more than a small pipeline); at most WRITE_DEPTH.
+        self._kept: list[Any] = []
 
     def on_master_switch(self, listener: SwitchListener) -> None:
         """Call ``await listener(new_address)`` after each Sentinel switch of master.
@@ -90,6 +106,7 @@ class Host:
         # The pool moves by itself: a connection to the old master is reconnected when
         # next taken and closed when returned (sentinel._MasterPool). The reader does not
         # take or return its connection, so it is moved here.
+        await self._return_kept()  # taken again from the pool: to the new master
         if isinstance(self.subscriber, Subscriber):
             await self.subscriber.reconnect()
 
@@ -160,9 +177,8 @@ class Host:
             replies[first:] = await self._pipeline(wire[first:])
         return batch.split(sent, replies, len(calls))
 
-    def _slot(self, call: Call[Any]) -> Hashable:
-        """Which calls may share a batch: on one server, all of them (no slots)."""
-        return None
+    #: Which calls may share a batch: on one server, all of them (no slots).
+    _slot: Callable[[Call[Any]], Hashable] | None = None
 
     async def _load_scripts(self, calls: list[Call[Any]]) -> None:
         for source in {call.script for call in calls} - self._loaded:
@@ -175,6 +191,67 @@ class Host:
         return await retry.call(run, idempotent=idempotent, what="pipeline")
 
     async def _pipeline_once(self, calls: list[Call[Any]]) -> list[Any]:
+        """Send the calls in one write on one pooled connection and read their replies.
+
+        Not redis-py's pipeline: for the one or few script calls of a registry batch, its
+        bookkeeping per command (command stack, callbacks, timing records) cost more
+        than the calls; hiredis packs the command in C when it is installed.
+        """
+        commands = [("EVALSHA", self._script(call.script).sha, len(call.keys), *call.keys,
+                     *call.args) for call in calls]  # fmt: skip
+        pool = self.client.connection_pool
+        connection = self._kept.pop() if self._kept else await pool.get_connection()
+        try:
+            if _pack is None:
+                await connection.send_packed_command(connection.pack_commands(commands))
+            else:
+                await connection.send_packed_command(b"".join(map(_pack, commands)))
+            replies: list[Any] = []
+            for _ in commands:  # every reply is read, so the connection stays in step
+                try:
+                    replies.append(await connection.read_response())
+                except ResponseError as exc:  # this call's error, not the connection's
+                    replies.append(exc)
+        except BaseException:
+            await connection.disconnect(nowait=True)  # replies may be left unread
+            await pool.release(connection)
+            raise
+        if len(self._kept) < WRITE_DEPTH:
+            self._kept.append(connection)
+        else:
+            await pool.release(connection)
+        return replies
+
+    async def _return_kept(self) -> None:
+        """Give the connections pipelines kept back to the pool."""
+        kept, self._kept = self._kept, []
+        for connection in kept:
+            await self.client.connection_pool.release(connection)
+
+    async def close_pools(self) -> None:
+        """Close the command connections (reopened on next use), and the pub/sub one if unused."""
+        await self._return_kept()
+        await close_pool(self.client.connection_pool)
+        await self.subscriber.close_if_unused()
+
+    async def close(self) -> None:
+        """Stop the writers and the subscriber, close every connection (idempotent)."""
+        await self.publisher.close()
+        await self.writer.close()
+        await self._return_kept()
+        await self.subscriber.close()
+        await close_client(self.client)
+        if self.watch is not None:
+            await self.watch.close()
+
+
+class _RedisPyPipeline:
+    """Runs a batch with redis-py's pipeline (the cluster client's routes it per master)."""
+
+    client: Any
+    _script: Callable[[str], AsyncScript]
+
+    async def _pipeline_once(self, calls: list[Call[Any]]) -> list[Any]:
         # EVALSHA directly: redis-py's script objects would add a SCRIPT EXISTS round trip.
         async with self.client.pipeline(transaction=False) as pipe:
             for call in calls:
@@ -185,22 +262,8 @@ class Host:
             replies: list[Any] = await pipe.execute(raise_on_error=False)
             return replies
 
-    async def close_pools(self) -> None:
-        """Close the command connections (reopened on next use), and the pub/sub one if unused."""
-        await close_pool(self.client.connection_pool)
-        await self.subscriber.close_if_unused()
 
-    async def close(self) -> None:
-        """Stop the writers and the subscriber, close every connection (idempotent)."""
-        await self.publisher.close()
-        await self.writer.close()
-        await self.subscriber.close()
-        await close_client(self.client)
-        if self.watch is not None:
-            await self.watch.close()
-
-
-class ClusterHost(Host):
+class ClusterHost(_RedisPyPipeline, Host):
     """A whole Redis Cluster as one host: the cluster client routes each script call and
     publish to the master owning its slot (all of a call's keys share one, see
     ``_protocol/keys.py``), a pipeline goes out as one per master, and the subscriber
@@ -214,19 +277,21 @@ class ClusterHost(Host):
         limits: PoolLimits = DEFAULT_LIMITS,
         on_connection: ConnectionHandler | None = None,
         on_acknowledged: AckHandler | None = None,
+        write_timeout: float | None = None,
     ) -> None:
         self.watch = None
         self.client = make_cluster_client(specs, limits)
         self.subscriber = ShardedSubscriber(self.client, on_message, backoff=backoff,
                                             on_connection=on_connection,
                                             on_acknowledged=on_acknowledged)  # fmt: skip
-        self.writer = OrderedWriter(self.run_all)
+        self.writer = OrderedWriter(self.run_all, write_timeout, batch.scope, WRITE_DEPTH)
         self.publisher = Publisher(self.client, publish_command(sharded=True),
                                    route=self._owner)  # fmt: skip
         self._scripts = {}
         self._loaded = set()
 
-    def _slot(self, call: Call[Any]) -> Hashable:
+    @staticmethod
+    def _slot(call: Call[Any]) -> Hashable:
         """Which calls may share a batch: those whose keys are in one slot."""
         return key_slot(call.keys[0].encode()) if call.keys else None
 

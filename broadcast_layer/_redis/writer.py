@@ -11,11 +11,12 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
 from .. import _metrics
 from .._protocol.scripts import Call
+from ..exceptions import RedisUnavailable
 from . import retry
 from .retry import raise_if_cancelled
 
@@ -26,6 +27,11 @@ logger = logging.getLogger(__name__)
 RunAll = Callable[[list[Call[Any]]], Awaitable[list[Any]]]
 #: A publish waiting for the next pipeline: channel, data, the caller's future.
 _Queued = tuple[str, bytes, "asyncio.Future[int]"]
+#: Fewest submissions a pipeline gets when pending writes are split over several.
+MIN_PIPELINE = 8
+#: A submission waiting for (or in) a pipeline: its calls, the caller's future, when,
+#: and the scopes its calls write to (None: one has none).
+_Write = tuple[tuple[Call[Any], ...], "asyncio.Future[Any]", float, "frozenset[Hashable] | None"]
 
 
 def settle(futures: Sequence[asyncio.Future[Any]], results: Sequence[Any]) -> None:
@@ -47,29 +53,57 @@ async def _stop(task: asyncio.Task[None] | None) -> None:
 
 
 class OrderedWriter:
-    """Script writes that reach Redis in the order they were submitted.
+    """Script writes that reach Redis in the order they were submitted, where order matters.
 
-    One writer task, one pipeline at a time: writes submitted meanwhile are batched into
-    the next round trip, so the registry sees concurrent joins and leaves in the order
-    the node applied them.
+    A writer task sends what was submitted meanwhile as one pipeline (``run_all``). A
+    write ``scope`` gives a key (a channel) is confined to that key's records, so writes
+    of different scopes commute: up to ``depth`` pipelines whose scopes are disjoint are
+    in flight at once, each on its own connection. A pipeline holding a write of a scope
+    in flight, or a write without a scope (a heartbeat, a re-assert step: ``None``),
+    waits for those in flight to finish; so Redis sees this node's writes to any one
+    channel, and every unscoped write, in the order the node made them. With a
+    ``timeout``, a write Redis has not confirmed that long after it was submitted fails
+    with :class:`RedisUnavailable` (it is still sent, in its turn): one timer for the
+    writer bounds every wait, instead of one per caller.
     """
 
-    def __init__(self, run_all: RunAll) -> None:
+    def __init__(
+        self,
+        run_all: RunAll,
+        timeout: float | None = None,
+        scope: Callable[[Call[Any]], Hashable | None] = lambda call: None,
+        depth: int = 1,
+    ) -> None:
         self._run_all = run_all
-        self._pending: list[tuple[Call[Any], asyncio.Future[Any]]] = []
+        self.timeout = timeout
+        self._scope = scope
+        self._depth = depth
+        self._pending: list[_Write] = []
+        self._flights: dict[asyncio.Task[None], tuple[list[_Write], set[Hashable] | None]] = {}
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self.failed_writes = 0  # submitted writes that failed: the registry may lack them
         self._closed = False
 
     def submit(self, call: Call[T]) -> asyncio.Future[T]:
         """Queue a write; the future resolves once Redis has run it (in submission order)."""
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append((call, future))
+        return self.submit_all((call,))
+
+    def submit_all(self, calls: Sequence[Call[Any]]) -> asyncio.Future[Any]:
+        """Queue writes, in order; one future for all: the first call's result once every
+        call has run, or the first failure."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        keys = [self._scope(call) for call in calls]
+        scopes = None if None in keys else frozenset(keys)
+        self._pending.append((tuple(calls), future, loop.time(), scopes))
         if self._task is None or self._task.done():  # asyncio.run() may have cancelled it
-            self._task = asyncio.get_running_loop().create_task(
+            self._task = loop.create_task(
                 self._write_loop(), name="broadcast_layer.registry-writer"
             )
+        if self.timeout is not None and self._timer is None:
+            self._timer = loop.call_at(loop.time() + self.timeout, self._expire)
         self._wakeup.set()
         return future
 
@@ -77,30 +111,124 @@ class OrderedWriter:
         """Queue a write nobody waits for; a failure is logged, not raised."""
         self.submit(call).add_done_callback(_log_failure)
 
+    def _expire(self) -> None:
+        """Fail the writes older than the timeout; wake again for the next oldest."""
+        self._timer = None
+        if self.timeout is None or self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() - self.timeout
+        flying = [write for writes, _ in self._flights.values() for write in writes]
+        oldest: float | None = None
+        for _, future, submitted, _ in (*flying, *self._pending):
+            if future.done():
+                continue
+            if submitted > deadline:
+                oldest = submitted if oldest is None else min(oldest, submitted)
+                continue
+            future.set_exception(RedisUnavailable("The registry write was not confirmed in time"))
+        if oldest is not None:
+            self._timer = loop.call_at(oldest + self.timeout, self._expire)
+
+    def _scopes(self, batch: list[_Write]) -> set[Hashable] | None:
+        """The scopes a batch writes to; None if one of its writes has none (a barrier)."""
+        scopes: set[Hashable] = set()
+        for _, _, _, keys in batch:
+            if keys is None:
+                return None
+            scopes |= keys
+        return scopes
+
+    def _must_wait(self, scopes: set[Hashable] | None) -> bool:
+        if not self._flights:
+            return False
+        if scopes is None or len(self._flights) >= self._depth:
+            return True
+        return any(flying is None or not scopes.isdisjoint(flying)
+                   for _, flying in self._flights.values())  # fmt: skip
+
     async def _write_loop(self) -> None:
         while not self._closed:
             await self._wakeup.wait()
             self._wakeup.clear()
-            batch, self._pending = self._pending, []
-            if not batch:
+            if not self._pending:
                 continue
-            try:
-                results = await self._run_all([call for call, _ in batch])
-            except Exception as exc:  # the writer must outlive any one failed batch
-                raise_if_cancelled()
-                results = [exc] * len(batch)
-            failed = sum(isinstance(result, Exception) for result in results)
-            if failed:
-                self.failed_writes += failed
-                _metrics.recorder.registry_write_failed(failed)
-            settle([future for _, future in batch], results)
+            scopes = self._scopes(self._pending)
+            if self._must_wait(scopes):
+                continue  # woken again when a pipeline in flight finishes
+            batch, self._pending = self._pending, []
+            for part, part_scopes in self._split(batch, scopes):
+                flight = asyncio.get_running_loop().create_task(
+                    self._fly(part), name="broadcast_layer.registry-pipeline"
+                )
+                self._flights[flight] = (part, part_scopes)
+
+    def _split(
+        self, batch: list[_Write], scopes: set[Hashable] | None
+    ) -> list[tuple[list[_Write], set[Hashable] | None]]:
+        """Up to the free depth of pipelines with disjoint scopes, of at least
+        MIN_PIPELINE submissions each: Redis runs one while the node prepares the next
+        and reads the one before, instead of both waiting for one large pipeline."""
+        count = min(self._depth - len(self._flights), len(batch) // MIN_PIPELINE)
+        if scopes is None or count < 2:
+            return [(batch, scopes)]
+        parts: list[list[_Write]] = [[] for _ in range(count)]
+        part_scopes: list[set[Hashable]] = [set() for _ in range(count)]
+        home: dict[Hashable, int] = {}  # scope -> its part, so it keeps its order
+        for write in batch:
+            mine = write[3] or frozenset()
+            placed = {home[key] for key in mine if key in home}
+            if len(placed) > 1:  # spans two parts already: do not split at all
+                return [(batch, scopes)]
+            index = placed.pop() if placed else min(range(count), key=lambda i: len(parts[i]))
+            parts[index].append(write)
+            for key in mine:
+                home[key] = index
+                part_scopes[index].add(key)
+        return [(part, keys) for part, keys in zip(parts, part_scopes, strict=True) if part]
+
+    async def _fly(self, batch: list[_Write]) -> None:
+        calls = [call for submitted, _, _, _ in batch for call in submitted]
+        try:
+            results = await self._run_all(calls)
+        except Exception as exc:  # the writer must outlive any one failed batch
+            raise_if_cancelled()
+            results = [exc] * len(calls)
+        finally:
+            task = asyncio.current_task()
+            if task is not None:
+                self._flights.pop(task, None)
+            self._wakeup.set()  # writes held back for this one may go now
+        failed = sum(isinstance(result, Exception) for result in results)
+        if failed:
+            self.failed_writes += failed
+            _metrics.recorder.registry_write_failed(failed)
+        position = 0
+        for submitted, future, _, _ in batch:  # each submission: its first result or failure
+            mine = results[position : position + len(submitted)]
+            position += len(submitted)
+            if not future.done():
+                error = next((r for r in mine if isinstance(r, Exception)), None)
+                if error is None:
+                    future.set_result(mine[0])
+                else:
+                    future.set_exception(error)
 
     async def close(self) -> None:
-        """Stop the writer task and cancel the writes still queued (idempotent)."""
+        """Stop the writer and its pipelines, cancel the writes still queued (idempotent)."""
         self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         task, self._task = self._task, None
         await _stop(task)
-        for _, future in self._pending:
+        flights, self._flights = list(self._flights.items()), {}
+        for flight, _ in flights:
+            await _stop(flight)
+        for _, (writes, _) in flights:
+            for _, future, _, _ in writes:
+                future.cancel()
+        for _, future, _, _ in self._pending:
             future.cancel()
         self._pending.clear()
 
