@@ -8,6 +8,8 @@ from typing import Any
 
 import redis
 
+from broadcast_layer._protocol.keys import Keys
+
 from .harness import RedisStats, Session
 from .metrics import churn_record, redis_figures
 from .scenarios import Bench
@@ -55,7 +57,6 @@ def seed_rooms(url: str, prefix: str, count: int) -> float:
     Returns the seconds it took.
     """
     from broadcast_layer._protocol import scripts
-    from broadcast_layer._protocol.keys import Keys
     from broadcast_layer._protocol.records import RecordCalls
 
     calls = RecordCalls(Keys(prefix), node_ttl=15.0)  # node_ttl: the layer's default
@@ -113,9 +114,14 @@ def registry(bench: Bench, rep: int) -> None:
             {**base, "n": members, "mode": "join_one_group", **churn_record(done, delta, members)}
         )
         seconds = seed_rooms(bench.url, session.prefix, plan.registry_rooms)
+        keys = Keys(session.prefix)
+        node_id = session.setups[0]["node_id"]
         queries = (
             ("room_size", 200, {"group": "big"}),
             ("members", 10, {"group": "big"}),
+            # the baselines: the same data, or as much, read with one plain command
+            ("raw_zrange", 10, {"key": keys.members("big"), "url": bench.url}),
+            ("raw_hgetall", 10, {"key": keys.node_records(node_id), "url": bench.url}),
             ("rooms", 50, {"limit": 50, "total": total}),
         )
         for kind, n, args in queries:

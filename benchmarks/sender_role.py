@@ -12,6 +12,7 @@ import random
 import time
 from typing import Any
 
+import redis.asyncio
 from channels.exceptions import ChannelFull
 
 from . import wire
@@ -122,24 +123,37 @@ class Sender:
         self.pipe.send("capacity_done", accepted=accepted, full=full)
 
     async def query(self, command: dict[str, Any]) -> None:
-        """Run one registry query ``n`` times; report each one's latency and size."""
+        """Run one registry query ``n`` times; report each one's latency and size.
+
+        ``raw_zrange`` and ``raw_hgetall`` are the baselines: the same data read with
+        one plain redis-py command (``key``) on a client of the sender's own.
+        """
         registry = self.layer.registry
         kind, group = command["kind"], command.get("group", "")
+        raw = redis.asyncio.Redis.from_url(command["url"]) if kind.startswith("raw_") else None
         latencies, sizes = [], []
         wire0 = wire.snapshot()
-        for i in range(command["n"] + 1):  # the first one loads the script: not counted
-            if i == 1:
-                latencies, sizes, wire0 = [], [], wire.snapshot()
-            started = time.perf_counter()
-            if kind == "room_size":
-                sizes.append(await registry.room_size(group))
-            elif kind == "members":
-                sizes.append(len(await registry.members(group)))
-            else:
-                offset = random.randrange(command["total"] - command["limit"])
-                page = await registry.rooms(offset=offset, limit=command["limit"])
-                sizes.append(len(page.rooms))
-            latencies.append((time.perf_counter() - started) * 1000)
+        try:
+            for i in range(command["n"] + 1):  # the first one loads the script: not counted
+                if i == 1:
+                    latencies, sizes, wire0 = [], [], wire.snapshot()
+                started = time.perf_counter()
+                if kind == "room_size":
+                    sizes.append(await registry.room_size(group))
+                elif kind == "members":
+                    sizes.append(len(await registry.members(group)))
+                elif raw is not None and kind == "raw_zrange":
+                    sizes.append(len(await raw.zrange(command["key"], 0, -1, withscores=True)))
+                elif raw is not None and kind == "raw_hgetall":
+                    sizes.append(len(await raw.hgetall(command["key"])))
+                else:
+                    offset = random.randrange(command["total"] - command["limit"])
+                    page = await registry.rooms(offset=offset, limit=command["limit"])
+                    sizes.append(len(page.rooms))
+                latencies.append((time.perf_counter() - started) * 1000)
+        finally:
+            if raw is not None:
+                await raw.aclose()
         self.pipe.send("query_done", latencies=latencies, sizes=sizes, wire=wire.delta(wire0))
 
 

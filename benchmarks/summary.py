@@ -283,7 +283,7 @@ def churn_table(res: Results) -> str:
 
 def registry_table(res: Results) -> str:
     rows = []
-    for mode in ("join_one_group", "room_size", "members", "rooms"):
+    for mode in ("join_one_group", "room_size", "members", "raw_zrange", "raw_hgetall", "rooms"):
         match = {"scenario": "registry", "mode": mode}
         if mode == "join_one_group":
             rows.append(
@@ -424,6 +424,8 @@ def targets(res: Results, ns: list[int], tasks: int, members: int, rooms: int) -
     reg = {"scenario": "registry"}
     size_cmds = res.median("client_commands_per_query", mode="room_size", **reg)
     members_ms = res.median("latency_ms.p50", mode="members", **reg)
+    zrange_ms = res.median("latency_ms.p50", mode="raw_zrange", **reg)
+    members_x = None if members_ms is None or not zrange_ms else members_ms / zrange_ms
     page_trips = res.median("round_trips_per_query", mode="rooms", **reg)
     out += [
         Target(
@@ -432,9 +434,9 @@ def targets(res: Results, ns: list[int], tasks: int, members: int, rooms: int) -
             _check(size_cmds, lambda v: v == 1),
         ),
         Target(
-            f"registry: {members:,} members listed in < 50 ms",
-            f"{_fmt(members_ms)} ms (p50)",
-            _check(members_ms, lambda v: v < 50),
+            f"registry: {members:,} members listed within 2x a raw ZRANGE of them",
+            f"{_x(members_x)} ({_fmt(members_ms)} ms against {_fmt(zrange_ms)} ms, p50)",
+            _check(members_x, lambda v: v <= 2),
         ),
         Target(
             f"registry: a page of {rooms:,} rooms in one round trip",

@@ -39,6 +39,22 @@ def install() -> None:
     _wrap_sync_pack_many(sync_connection.AbstractConnection)  # does not call pack_command
     _wrap_async_send(async_connection.AbstractConnection)
     _wrap_sync_send(sync_connection.AbstractConnection)
+    _wrap_layer_pack()
+
+
+def _wrap_layer_pack() -> None:
+    """The layer packs its pipelines with hiredis directly, not through redis-py."""
+    from broadcast_layer._redis import host
+
+    original = host._pack
+    if original is None:
+        return
+
+    def pack(command: Any) -> bytes:
+        counts["commands"] += 1
+        return original(command)
+
+    host._pack = pack
 
 
 def _wrap_pack(cls: Any) -> None:
