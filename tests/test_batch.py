@@ -14,6 +14,9 @@ from broadcast_layer._protocol.scripts import Call, script_name
 from broadcast_layer._redis.host import Host
 from broadcast_layer.layer import BroadcastChannelLayer
 
+from . import faults
+from .conftest import eventually, within
+
 
 @pytest.fixture
 def sent(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
@@ -107,3 +110,27 @@ def test_merge_keeps_each_slots_order_and_caps_a_batch():
     ]
     capped = batch.merge([call(join, "A")] * 7, lambda c: None, limit=3)
     assert [indexes for _, indexes in capped] == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+async def test_writes_for_other_channels_overlap_and_one_channels_keep_their_order(
+    make_layer, redis_url
+):
+    """Pipelines of writes for different channels are in flight together; a write for a
+    channel in flight, or one without a channel (a heartbeat), waits for them."""
+    layer: BroadcastChannelLayer = make_layer()
+    first, second = await layer.new_channel(), await layer.new_channel()
+    await layer.group_add("warm", first)  # the group's subscription is not what waits
+    node = layer.nodes.current()
+    with faults.writes_paused(redis_url):
+        joins = [asyncio.create_task(layer.group_add("room", first))]
+        await eventually(lambda: faults.blocked_on(redis_url, "evalsha") == 1)
+        joins.append(asyncio.create_task(layer.group_add("room", second)))
+        await eventually(lambda: faults.blocked_on(redis_url, "evalsha") == 2)  # overlapping
+        later = asyncio.create_task(layer.group_discard("room", first))  # first's: waits
+        beat = node.registry.submit(node.core.calls.heartbeat(node.id, 0.0, 2))  # waits too
+        await asyncio.sleep(0.2)  # nothing else may be sent meanwhile (a bounded wait)
+        assert faults.blocked_on(redis_url, "evalsha") == 2
+        assert not later.done()
+    await within(asyncio.gather(*joins, later, beat))
+    assert [m.channel for m in await layer.registry.members("room")] == [second]
+    assert set(await layer.registry.groups_of(first)) == {"warm"}
