@@ -91,6 +91,7 @@ class Host:
         #: Connections pipelines reuse instead of a pool checkout each (redis-py 8's
         #: checkout costs more than a small pipeline); at most WRITE_DEPTH.
         self._kept: list[Any] = []
+        self._switches = 0  # Sentinel master switches: a connection taken before one goes back
 
     def on_master_switch(self, listener: SwitchListener) -> None:
         """Call ``await listener(new_address)`` after each Sentinel switch of master.
@@ -106,6 +107,7 @@ class Host:
         # The pool moves by itself: a connection to the old master is reconnected when
         # next taken and closed when returned (sentinel._MasterPool). The reader does not
         # take or return its connection, so it is moved here.
+        self._switches += 1  # connections in use now go back to the pool when done
         await self._return_kept()  # taken again from the pool: to the new master
         if isinstance(self.subscriber, Subscriber):
             await self.subscriber.reconnect()
@@ -200,6 +202,7 @@ class Host:
         commands = [("EVALSHA", self._script(call.script).sha, len(call.keys), *call.keys,
                      *call.args) for call in calls]  # fmt: skip
         pool = self.client.connection_pool
+        switches = self._switches
         connection = self._kept.pop() if self._kept else await pool.get_connection()
         try:
             if _pack is None:
@@ -216,9 +219,9 @@ class Host:
             await connection.disconnect(nowait=True)  # replies may be left unread
             await pool.release(connection)
             raise
-        if len(self._kept) < WRITE_DEPTH:
+        if len(self._kept) < WRITE_DEPTH and switches == self._switches:
             self._kept.append(connection)
-        else:
+        else:  # the pool moves a connection to a new master when it is taken again
             await pool.release(connection)
         return replies
 
