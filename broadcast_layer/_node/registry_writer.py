@@ -93,11 +93,12 @@ class RegistryWriter:
         """Run a read now, outside the write order (registry queries)."""
         return await self.host.run(call)
 
-    async def wait(self, write: asyncio.Future[T]) -> T:
-        """Wait for a submitted write. Bounded like a subscription: the host's writer fails
-        a write Redis has not confirmed within ``subscribe_timeout`` with
-        :class:`RedisUnavailable` (one timer for the writer, not one per caller)."""
-        return await write
+    def wait(self, write: asyncio.Future[T]) -> asyncio.Future[T]:
+        """What to await for a submitted write. Bounded like a subscription: the host's
+        writer fails a write Redis has not confirmed within ``subscribe_timeout`` with
+        :class:`RedisUnavailable` (one timer for the writer, not one per caller), so the
+        write itself is awaited, with no coroutine or timer of its own per call."""
+        return write
 
     async def set_metadata(self, channel: str, metadata: dict[str, Any]) -> bool:
         """Attach JSON metadata (user id, display name...) to a channel's registry record.
