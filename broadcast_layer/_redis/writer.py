@@ -1,8 +1,7 @@
 """The pipelined writers of one host: the ordered script writer and the auto-pipelined publisher.
 
 Both queue what callers hand them while a round trip is in flight and send the queue as
-one pipeline when it returns, in order; each caller's future is settled with its own
-reply (:func:`settle`).
+one pipeline, in order; each caller's future is settled with its own reply.
 """
 
 from __future__ import annotations
@@ -55,16 +54,16 @@ async def _stop(task: asyncio.Task[None] | None) -> None:
 class OrderedWriter:
     """Script writes that reach Redis in the order they were submitted, where order matters.
 
-    A writer task sends what was submitted meanwhile as one pipeline (``run_all``). A
-    write ``scope`` gives a key (a channel) is confined to that key's records, so writes
-    of different scopes commute: up to ``depth`` pipelines whose scopes are disjoint are
-    in flight at once, each on its own connection. A pipeline holding a write of a scope
-    in flight, or a write without a scope (a heartbeat, a re-assert step: ``None``),
-    waits for those in flight to finish; so Redis sees this node's writes to any one
-    channel, and every unscoped write, in the order the node made them. With a
-    ``timeout``, a write Redis has not confirmed that long after it was submitted fails
-    with :class:`RedisUnavailable` (it is still sent, in its turn): one timer for the
-    writer bounds every wait, instead of one per caller.
+    A writer task sends what was submitted meanwhile as one pipeline (``run_all``).
+    ``scope(call)`` names what a write is confined to (a channel: its record and its
+    memberships), and writes of different scopes commute, so up to ``depth`` pipelines
+    with disjoint scopes are in flight at once, each on its own connection. A pipeline
+    with a write of a scope in flight, or with a write that has no scope (``None``: a
+    heartbeat, a re-assert step), waits for those in flight; so Redis sees this node's
+    writes for any one channel, and every unscoped write, in the order the node made
+    them. With a ``timeout``, a write Redis has not confirmed that long after it was
+    submitted fails with :class:`RedisUnavailable` (it is still sent, in its turn): one
+    timer for the writer bounds every wait, instead of one per caller.
     """
 
     def __init__(
