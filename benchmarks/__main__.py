@@ -32,7 +32,7 @@ from .scenarios import FULL, QUICK, Bench, Plan
 from .summary import render
 
 RESULTS = Path(__file__).parent / "results"
-SCENARIOS = ("fanout", "rooms", "p2p", "churn", "registry")
+SCENARIOS = ("fanout", "burst", "rooms", "p2p", "churn", "registry")
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -80,6 +80,7 @@ def _runs(plan: Plan, only: set[str]) -> list[tuple[str, Callable[[Bench], None]
                     )
             runs.append((f"fanout raw rep {rep}", lambda b, rep=rep: scenarios.raw_ceiling(b, rep)))
         for name, function in (
+            ("burst", scenarios.burst),
             ("rooms", scenarios.rooms),
             ("p2p", scenarios.point_to_point),
             ("churn", membership.churn),

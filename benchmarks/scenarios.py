@@ -44,6 +44,9 @@ class Plan:
     churn_concurrency: int = 16
     registry_members: int = 10_000
     registry_rooms: int = 100_000
+    burst_n: int = 1000
+    burst_count: int = 300
+    burst_capacity: int = 100  # the layers' default capacity
     deadline: float = 90.0
 
 
@@ -169,6 +172,38 @@ def raw_ceiling(bench: Bench, rep: int) -> None:
         run = {"mode": "burst", "count": plan.concurrent_count, "tasks": tasks}
         record = _deliveries(bench, session, {**targets, "concurrency": tasks}, run, [2], 1)
         bench.emit({**base, "mode": f"concurrent{tasks}", **record})
+
+
+# -- a burst at the default capacity ---------------------------------------------------
+
+
+def burst(bench: Bench, layer: str, rep: int) -> None:
+    """A burst larger than the default capacity: what is lost while every member drains.
+
+    The fan-out scenario sizes capacity for its burst; this one keeps the layers'
+    default (100) and sends 300 group_send calls as fast as one task can to a group of
+    1 000 members split over the two nodes, whose members receive in a loop as usual.
+    """
+    plan = bench.plan
+    n, count = plan.burst_n, plan.burst_count
+    jobs = _fanout_jobs(layer, n)
+    per_node = jobs[0]["members"]
+    with bench.session(layer, jobs, capacity=plan.burst_capacity) as session:
+        run = {"mode": "burst", "count": count}
+        record = _deliveries(bench, session, {"groups": ["g0"]}, run, [n], per_node)
+    expected = count * n
+    bench.emit(
+        {
+            "scenario": "burst",
+            "layer": layer,
+            "n": n,
+            "rep": rep,
+            "mode": "fast",
+            "capacity": plan.burst_capacity,
+            "lost_share": record["lost"] / expected,
+            **record,
+        }
+    )
 
 
 # -- rooms and point-to-point -----------------------------------------------------------

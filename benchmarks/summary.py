@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .layers import LABELS
 from .report import Results, Target, _check, _fmt, _x, table
 from .scenarios import Plan
 
@@ -252,6 +253,47 @@ def simple_tables(res: Results, tasks: int) -> str:
     return "\n\n".join(out)
 
 
+def burst_table(res: Results) -> str:
+    """The burst at the default capacity: what each layer lost while every member drained."""
+    match = {"scenario": "burst", "mode": "fast"}
+    rows = []
+    for layer in (B, C, P):
+        each = {"layer": layer, **match}
+        shares = res.values("lost_share", **each)
+        spread = f"{100 * min(shares):.1f} to {100 * max(shares):.1f}%" if shares else "-"
+        rows.append(
+            [
+                LABELS[layer],
+                res.median("n", **each),
+                res.median("sends", **each),
+                res.median("capacity", **each),
+                res.total("lost", **each),
+                spread,
+                res.total("duplicated", **each),
+                res.total("out_of_order", **each),
+                res.total("dropped_by_layer", **each),
+                res.median("deliveries_per_s", **each),
+                res.median("latency_ms.p99", **each),
+            ]
+        )
+    return table(
+        [
+            "layer",
+            "members",
+            "group_sends",
+            "capacity",
+            "lost (all reps)",
+            "lost per run, min to max",
+            "duplicated",
+            "out of order",
+            "dropped by the layer",
+            "deliveries/s",
+            "p99 ms",
+        ],
+        rows,
+    )
+
+
 def churn_table(res: Results) -> str:
     rows = []
     for mode in ("group_add", "group_discard"):
@@ -368,6 +410,16 @@ def targets(res: Results, ns: list[int], tasks: int, members: int, rooms: int) -
                 _check(ratio, lambda v: v >= 0.6),
             )
         )
+    burst = {"scenario": "burst", "mode": "fast", "layer": B}
+    if res.values("lost", **burst):
+        lost = res.total("lost", **burst) or 0
+        out.append(
+            Target(
+                "burst above capacity (300 to 1,000 members, capacity 100): nothing lost",
+                f"{lost} lost, {res.total('dropped_by_layer', **burst)} dropped by the layer",
+                lost == 0,
+            )
+        )
     conc = {"scenario": "fanout", "mode": f"concurrent{tasks}"}
     ratio = res.ratio("sends_per_s", {"layer": B, **conc}, {"layer": P, **conc})
     out.append(
@@ -455,6 +507,7 @@ def render(res: Results, plan: Plan) -> tuple[str, list[Target]]:
         "### Targets\n\n" + table(["target", "measured", "verdict"], [t.row() for t in checked]),
         "### Fan-out, as fast as possible\n\n" + fanout_tables(res, ns),
         "### Fan-out, paced (one-way latency)\n\n" + paced_table(res, ns),
+        "### Burst at the default capacity\n\n" + burst_table(res),
         "### Concurrent senders, rooms, point-to-point\n\n" + simple_tables(res, tasks),
         "### Membership churn\n\n" + churn_table(res),
         "### Registry queries\n\n" + registry_table(res),
