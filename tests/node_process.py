@@ -4,10 +4,10 @@ Reads JSON commands on stdin, one per line, and answers each with one JSON line:
 {"op": "new_channel"} -> {"channel": ...}; {"op": "group_add"|"group_discard", "group", "channel"};
 {"op": "members", "group"} -> {"members": [...]} (its local view);
 {"op": "collect", "channel"} starts receiving on the channel, keeping each message's "n";
-{"op": "report"} -> {"received": {channel: [n, ...]}}; {"op": "receive", "channel"} ->
+{"op": "report"} -> {"received": {channel: [n, ...]}, "dropped": n}; {"op": "receive", "channel"} ->
 {"message": ...} (one message). Options via env: NODE_TTL, HEARTBEAT (seconds),
 DURABLE_CHANNELS (JSON, as CONFIG["durable_channels"]), CLUSTER ("1": URL is a node of a
-Redis Cluster).
+Redis Cluster), CAPACITY.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ async def main(url: str, prefix: str) -> None:
         node_ttl=float(os.environ.get("NODE_TTL", "15")),
         heartbeat_interval=float(os.environ.get("HEARTBEAT", "5")),
         durable_channels=json.loads(os.environ.get("DURABLE_CHANNELS", "{}")),
+        capacity=int(os.environ.get("CAPACITY", "100")),
     )
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -55,7 +56,7 @@ async def main(url: str, prefix: str) -> None:
         elif op == "receive":
             reply = {"message": await layer.receive(command["channel"])}
         elif op == "report":
-            reply = {"received": received}
+            reply = {"received": received, "dropped": layer.stats().dropped}
         elif op == "members":
             reply = {"members": sorted(layer.local_members(command["group"]))}
         else:

@@ -2,16 +2,18 @@
 
 A message on the node's own channel is a direct send to one of its channels or a
 control message; a message on a group's channel is deserialized once and fanned out to
-every local member's mailbox in memory.
+every local member's mailbox in memory. When members' mailboxes fill up, the reader
+waits for their consumers before it reads on (``backpressure.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .. import _metrics
@@ -19,6 +21,7 @@ from .._protocol.control import CONTROL_MARK, PROBE_MARK
 from .._protocol.history import open_frame, stamp
 from .._redis.errors import CONNECTION_ERRORS
 from ..exceptions import ChannelFull
+from .backpressure import Blocked, should_wait, wait_for_room
 from .channels import Channels
 from .control import Control
 from .core import NodeCore
@@ -27,7 +30,7 @@ from .groups import Groups
 from .health import Probe
 from .history import History
 from .inflight import InflightRelease
-from .mailbox import Letter
+from .mailbox import FILLING, ROOMY, Letter
 
 logger = logging.getLogger(__name__)
 
@@ -68,12 +71,17 @@ class Delivery:
         self._history: History = groups.history
         self._history.set_delivery(self._on_history)
 
-    def on_message(self, pubsub_channel: bytes, data: bytes) -> None:
-        """Handle one pub/sub message (on the reader task: never blocks)."""
+    def on_message(self, pubsub_channel: bytes, data: bytes) -> Awaitable[None] | None:
+        """Handle one pub/sub message on the reader task, without blocking.
+
+        Returns what the reader must await before it reads the next message: None, or
+        the back-pressure of a group message whose members' mailboxes are filling up.
+        """
         if pubsub_channel == self._node_channel:
             self._on_direct(data)
         elif (group := self._group_of(pubsub_channel)) is not None:
-            self._on_group(group, data)
+            return self._on_group(group, data)
+        return None
 
     def _on_direct(self, payload: bytes) -> None:
         if payload.startswith(CONTROL_MARK):
@@ -101,47 +109,60 @@ class Delivery:
         else:
             self._metrics.delivered("direct", 1)
 
-    def _on_group(self, group: str, data: bytes) -> None:
+    def _on_group(self, group: str, data: bytes) -> Awaitable[None] | None:
         if not self._subscriptions.members(group):
-            return
+            return None
         frame = open_frame(data)
         if frame is not None:  # a history group's: in order, gaps filled (history.py)
-            self._history.on_live(group, *frame)
-            return
+            return self._history.on_live(group, *frame)
         try:
             message, sent = self._core.decode_stamped(data)
         except Exception as exc:
             self._rejected.drop("an undecodable message", f"for group {group}: {exc!r}")
-            return
+            return None
         if sent is not None:
             self._metrics.lag(sent)
-        self._fan_out(group, message, lambda: data)
+        return self._fan_out(group, message, lambda: data)
 
-    def _on_history(self, group: str, offset: int, epoch: str, data: bytes) -> None:
+    def _on_history(
+        self, group: str, offset: int, epoch: str, data: bytes
+    ) -> Awaitable[None] | None:
         if not self._subscriptions.members(group):
-            return
+            return None
         try:
             message = stamp(self._history.decode(data), offset, epoch)
         except Exception as exc:
             self._rejected.drop("an undecodable message", f"for group {group}: {exc!r}")
-            return
+            return None
         # A normal channel gets the stamped message, serialized again only if there is one.
-        self._fan_out(group, message, functools.cache(lambda: self._core.encode(message)))
+        return self._fan_out(group, message, functools.cache(lambda: self._core.encode(message)))
 
-    def _fan_out(self, group: str, message: dict[str, Any], data: Callable[[], bytes]) -> None:
+    def _fan_out(
+        self, group: str, message: dict[str, Any], data: Callable[[], bytes]
+    ) -> Awaitable[None] | None:
+        """Put one letter into every local member's mailbox; what the reader must await
+        before the next message (None: nothing, the common case; see backpressure.py)."""
         members = self._subscriptions.members(group)
         now = time.monotonic()
         letter: Letter = (now + self._core.config.expiry, message, False, _copier(message))
         mailboxes = self._channels.mailboxes
         stale = []
+        blocked: Blocked = []
         delivered = 0
+        filling = False
         for channel, until in members.items():
             if until <= now:
                 stale.append(channel)
             elif (mailbox := mailboxes.get(channel)) is not None:
-                if mailbox.put(letter):
+                fill = mailbox.offer(letter)
+                if fill == ROOMY:
                     delivered += 1
-                else:
+                elif fill == FILLING:
+                    delivered += 1
+                    filling = True
+                elif should_wait(mailbox, now):
+                    blocked.append((channel, mailbox))
+                else:  # stalled: its consumer stopped taking messages
                     self._channels.drop(channel)
             else:  # a normal channel, or a local one not receiving yet
                 self._core.spawn(self._forward(channel, data()))
@@ -149,6 +170,9 @@ class Delivery:
         if stale:
             emptied = self._groups.leave_stale(group, stale)
             self._core.spawn(self._groups.unsubscribe(emptied))
+        if blocked:
+            return wait_for_room(letter, blocked, mailboxes, self._channels.drop)
+        return asyncio.sleep(0) if filling else None  # let the consumers run
 
     async def _forward(self, channel: str, data: bytes) -> None:
         try:

@@ -10,7 +10,7 @@ delivered. See docs/history.md.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels_redis.serializers import registry as serializers
@@ -29,8 +29,9 @@ from .core import NodeCore
 
 logger = logging.getLogger(__name__)
 
-#: Called with (group, offset, epoch, serialized message) to fan a message out.
-Deliver = Callable[[str, int, str, bytes], None]
+#: Called with (group, offset, epoch, serialized message) to fan a message out; returns
+#: what to await before the next one (back-pressure), or None.
+Deliver = Callable[[str, int, str, bytes], Awaitable[None] | None]
 #: One live or recovered message: (offset, epoch, serialized message).
 Entry = tuple[int, str, bytes]
 
@@ -100,26 +101,37 @@ class History:
 
     # -- gapless delivery --------------------------------------------------------------
 
-    def on_live(self, group: str, offset: int, epoch: str, data: bytes) -> None:
-        """A history group's message from pub/sub: deliver it, hold it, or fetch a gap."""
+    def on_live(self, group: str, offset: int, epoch: str, data: bytes) -> Awaitable[None] | None:
+        """A history group's message from pub/sub: deliver it, hold it, or fetch a gap.
+
+        Returns what the reader awaits before its next message (back-pressure), or None.
+        """
         buffer = self._buffers.get(group)
         if buffer is not None:
             buffer.append((offset, epoch, data))
-            return
+            return None
         last = self._last.get(group)
         if last is not None and last[0] == epoch and offset > last[1] + 1:
             self._buffers[group] = [(offset, epoch, data)]  # the gap is in the stream
             self._core.spawn(self._catch_up(group))
-            return
-        self._emit(group, offset, epoch, data)
+            return None
+        return self._emit(group, offset, epoch, data)
 
-    def _emit(self, group: str, offset: int, epoch: str, data: bytes) -> None:
+    def _emit(self, group: str, offset: int, epoch: str, data: bytes) -> Awaitable[None] | None:
         last = self._last.get(group)
         if last is not None and last[0] == epoch and offset <= last[1]:
-            return  # delivered already (live, then read again)
+            return None  # delivered already (live, then read again)
         self._last[group] = (epoch, offset)
-        if self._deliver is not None:
-            self._deliver(group, offset, epoch, data)
+        if self._deliver is None:
+            return None
+        return self._deliver(group, offset, epoch, data)
+
+    async def _emit_waiting(self, group: str, offset: int, epoch: str, data: bytes) -> None:
+        """Deliver one recovered or held message, waiting out its back-pressure, so the
+        next one cannot overtake it in a mailbox that was full."""
+        pause = self._emit(group, offset, epoch, data)
+        if pause is not None:
+            await pause
 
     def restored(self, host: Host) -> None:
         """``host``'s pub/sub connection is back and resubscribed: read what was missed.
@@ -156,9 +168,27 @@ class History:
             logger.warning("History catch-up of %s failed: %r", group, exc)
         finally:
             self._again.discard(group)
-            held = sorted(self._buffers.pop(group, []))
-            for offset, epoch, data in held:
-                self._emit(group, offset, epoch, data)
+            await self._release_held(group)
+
+    async def _release_held(self, group: str) -> None:
+        """Deliver the live messages held during a catch-up, in order. The buffer stays
+        in place until it is empty, so a live message read while one of them waits for
+        room in a mailbox is held too, rather than overtaking it."""
+        held = self._buffers.get(group, [])
+        held.sort()
+        done = 0
+        try:
+            while done < len(held):  # live messages may be appended meanwhile, in order
+                offset, epoch, data = held[done]
+                done += 1
+                await self._emit_waiting(group, offset, epoch, data)
+        finally:
+            self._buffers.pop(group, None)
+            if group in self._again and not self._core.closed:
+                # Reconnected while those went out: read what was missed once more.
+                self._again.discard(group)
+                self._buffers[group] = []
+                self._core.spawn(self._catch_up(group))
 
     async def _read_missed(self, group: str) -> None:
         core, policy, last = self._core, self.policy(group), self._last.get(group)
@@ -180,7 +210,7 @@ class History:
                 )  # fmt: skip
                 return
             for offset, data in raw.entries:
-                self._emit(group, offset, raw.epoch, data)
+                await self._emit_waiting(group, offset, raw.epoch, data)
             if not raw.entries or raw.entries[-1][0] >= raw.top:
                 return
             since = raw.entries[-1][0]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,8 +75,8 @@ class Node:
         core.add_background(self.inflight.run)
         core.add_background(self.upkeep.run)
 
-    def _on_message(self, pubsub_channel: bytes, data: bytes) -> None:
-        self.delivery.on_message(pubsub_channel, data)
+    def _on_message(self, pubsub_channel: bytes, data: bytes) -> Awaitable[None] | None:
+        return self.delivery.on_message(pubsub_channel, data)
 
     def _on_acknowledged(self, pubsub_channel: bytes) -> None:
         # A cluster master acknowledged a group again: it reads what it missed now, not

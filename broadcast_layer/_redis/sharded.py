@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 from redis.asyncio.cluster import RedisCluster
@@ -35,7 +35,8 @@ from .retry import DEFAULT_BACKOFF, Backoff, Retrying, raise_if_cancelled
 logger = logging.getLogger(__name__)
 
 Address = tuple[str, int]
-MessageHandler = Callable[[bytes, bytes], None]
+#: As the classic subscriber's: returns None or back-pressure to await before reading on.
+MessageHandler = Callable[[bytes, bytes], Awaitable[None] | None]
 #: Called on a reader with a wanted channel each time its master acknowledges it.
 AckHandler = Callable[[bytes], None]
 _SSUBSCRIBE, _SUNSUBSCRIBE, _SMESSAGE = b"ssubscribe", b"sunsubscribe", b"smessage"
@@ -44,7 +45,9 @@ _SSUBSCRIBE, _SUNSUBSCRIBE, _SMESSAGE = b"ssubscribe", b"sunsubscribe", b"smessa
 class _Owner(Protocol):
     """What a shard tells the subscriber that owns it."""
 
-    def shard_message(self, shard: _Shard, channel: bytes, data: bytes) -> None: ...
+    def shard_message(
+        self, shard: _Shard, channel: bytes, data: bytes
+    ) -> Awaitable[None] | None: ...
     def shard_acked(self, shard: _Shard, channel: bytes) -> None: ...
     def shard_trouble(self, shard: _Shard, reason: str) -> None: ...
     def shard_link(self, shard: _Shard, up: bool) -> None: ...
@@ -169,9 +172,19 @@ class _Shard:
                 continue
             kind = reply[0]
             if kind == _SMESSAGE:
-                self._owner.shard_message(self, reply[1], reply[2])
+                pause = self._owner.shard_message(self, reply[1], reply[2])
+                if pause is not None:
+                    await self._wait(pause)
             elif kind in (_SSUBSCRIBE, _SUNSUBSCRIBE):
                 self._answer(kind, reply[1])
+
+    @staticmethod
+    async def _wait(pause: Awaitable[None]) -> None:
+        """Stop reading this master until the handler's back-pressure is over."""
+        try:
+            await pause
+        except Exception:  # one bad message must not stop the reader
+            logger.exception("Dropped a sharded pub/sub message that could not be handled")
 
     def _answer(self, kind: bytes, channel: bytes) -> None:
         if self._sent and self._sent[0][1:] == (kind, channel):
@@ -386,13 +399,14 @@ class ShardedSubscriber:
 
     # -- what the shards report ------------------------------------------------------------
 
-    def shard_message(self, shard: _Shard, channel: bytes, data: bytes) -> None:
+    def shard_message(self, shard: _Shard, channel: bytes, data: bytes) -> Awaitable[None] | None:
         if self._assigned.get(channel) != shard.address:
-            return  # a master that lost the slot: the new owner delivers (no duplicates)
+            return None  # a master that lost the slot: the new owner delivers (no duplicates)
         try:
-            self._on_message(channel, data)
+            return self._on_message(channel, data)
         except Exception:  # one bad message must not stop the reader
             logger.exception("Dropped a sharded pub/sub message that could not be handled")
+            return None
 
     def shard_acked(self, shard: _Shard, channel: bytes) -> None:
         if self._assigned.get(channel) != shard.address:

@@ -13,7 +13,7 @@ import contextlib
 import enum
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from channels_redis.utils import create_pool
@@ -26,8 +26,10 @@ from .retry import DEFAULT_BACKOFF, Backoff, Retrying, raise_if_cancelled
 
 logger = logging.getLogger(__name__)
 
-#: Called with (pub/sub channel, data) for each message, on the reader task.
-MessageHandler = Callable[[bytes, bytes], None]
+#: Called with (pub/sub channel, data) for each message, on the reader task. It returns
+#: None, or an awaitable the reader awaits before it reads the next message: the
+#: handler's back-pressure (the reader stops reading the socket meanwhile, Redis buffers).
+MessageHandler = Callable[[bytes, bytes], Awaitable[None] | None]
 #: Called on the reader task with True when a connection that was up is lost, and with
 #: False once a new connection has Redis's acknowledgement of every wanted channel.
 ConnectionHandler = Callable[[bool], None]
@@ -227,7 +229,9 @@ class Subscriber:
             kind = reply[0]
             if kind == b"message":
                 try:
-                    on_message(reply[1], reply[2])
+                    pause = on_message(reply[1], reply[2])
+                    if pause is not None:
+                        await pause
                 except Exception:  # one bad message must not stop the reader
                     logger.exception("Dropped a pub/sub message that could not be handled")
             elif kind in (b"subscribe", b"unsubscribe"):
