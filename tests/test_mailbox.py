@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from broadcast_layer._node.mailbox import Mailbox
+from broadcast_layer._node.backpressure import STALL_AFTER, should_wait
+from broadcast_layer._node.mailbox import FILLING, FULL, ROOMY, Mailbox
 
 from .conftest import within
 
@@ -48,3 +49,43 @@ async def test_drain_empties_it():
     box.put(letter(2))
     assert [item[1]["n"] for item in box.drain()] == [1, 2]
     assert len(box) == 0
+
+
+async def test_offer_says_when_the_mailbox_fills_and_refuses_without_counting_a_drop():
+    box = Mailbox(capacity=4)
+    assert [box.offer(letter(n)) for n in range(5)] == [ROOMY, ROOMY, FILLING, FILLING, FULL]
+    assert box.dropped == 0  # the fan-out decides: wait for room, or drop and count it
+    assert len(box) == 4
+
+
+async def test_a_fan_out_waiting_for_room_is_woken_when_a_letter_is_taken():
+    box = Mailbox(capacity=2)
+    box.offer(letter(1))
+    box.offer(letter(2))
+    box.full_since = 1.0  # as the fan-out marks a mailbox it found full
+    waiting = asyncio.create_task(box.room())
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    assert (await box.get())[1] == {"n": 1}
+    await within(waiting)
+    assert box.offer(letter(3)) is FILLING
+
+
+async def test_a_stalled_mailbox_is_ordinary_again_once_taken_down_to_half():
+    box = Mailbox(capacity=4)
+    for n in range(4):
+        box.offer(letter(n))
+    box.full_since, box.stalled = 1.0, True
+    await box.get()  # 3 left: still over half
+    assert box.stalled
+    await box.get()  # 2 left: half
+    assert (box.full_since, box.stalled) == (0.0, False)
+
+
+def test_the_fan_out_waits_for_a_full_mailbox_until_it_has_been_full_for_the_bound():
+    box = Mailbox(capacity=1)
+    assert should_wait(box, now=100.0)  # found full for the first time
+    assert should_wait(box, now=100.0 + STALL_AFTER / 2)
+    assert not should_wait(box, now=100.0 + STALL_AFTER)  # full for the whole bound
+    assert box.stalled
+    assert not should_wait(box, now=100.0 + STALL_AFTER / 2)  # stalled: never again

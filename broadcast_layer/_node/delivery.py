@@ -30,7 +30,7 @@ from .groups import Groups
 from .health import Probe
 from .history import History
 from .inflight import InflightRelease
-from .mailbox import FILLING, ROOMY, Letter
+from .mailbox import FILLING, Letter
 
 logger = logging.getLogger(__name__)
 
@@ -155,12 +155,12 @@ class Delivery:
                 stale.append(channel)
             elif (mailbox := mailboxes.get(channel)) is not None:
                 fill = mailbox.offer(letter)
-                if fill == ROOMY:
+                if fill:  # ROOMY
                     delivered += 1
-                elif fill == FILLING:
+                elif fill is FILLING:
                     delivered += 1
                     filling = True
-                elif should_wait(mailbox, now):
+                elif should_wait(mailbox, now):  # FULL
                     blocked.append((channel, mailbox))
                 else:  # stalled: its consumer stopped taking messages
                     self._channels.drop(channel)

@@ -21,8 +21,9 @@ from typing import Any
 #: objects for the garbage collector to walk.
 Letter = tuple[float, dict[str, Any], bool, Callable[[], dict[str, Any]] | None]
 
-#: What :meth:`Mailbox.offer` returns.
-ROOMY, FILLING, FULL = 1, 0, -1
+#: What :meth:`Mailbox.offer` returns: queued (True, or False when now over half full),
+#: or not queued (None). Truth-tested first: the common case costs one test per member.
+ROOMY, FILLING, FULL = True, False, None
 
 
 class Mailbox:
@@ -62,12 +63,12 @@ class Mailbox:
             self._wake_one()
         return True
 
-    def offer(self, letter: Letter) -> int:
+    def offer(self, letter: Letter) -> bool | None:
         """Queue a group letter if there is room (the fan-out's put).
 
-        Returns ``ROOMY``, or ``FILLING`` when the letter was queued but the mailbox is
-        now over half full, or ``FULL`` when nothing was queued (not counted as dropped:
-        the caller decides whether to wait for room or drop).
+        Returns ``ROOMY`` (True), or ``FILLING`` (False) when the letter was queued but
+        the mailbox is now over half full, or ``FULL`` (None) when nothing was queued
+        (not counted as dropped: the caller decides whether to wait for room or drop).
         """
         letters = self._letters
         size = len(letters)
@@ -76,7 +77,7 @@ class Mailbox:
         letters.append(letter)
         if self._waiters:
             self._wake_one()
-        return ROOMY if size < self._half else FILLING
+        return size < self._half
 
     def put_urgent(self, letter: Letter) -> None:
         """Queue a letter even when full (control messages such as a disconnect)."""
