@@ -4,6 +4,7 @@
     python -m benchmarks.profile concurrent --target sender
     python -m benchmarks.profile p2p --target sender
     python -m benchmarks.profile churn --target node0
+    python -m benchmarks.profile burst --target node0
 
 Runs one session like ``python -m benchmarks`` does (full-size plan unless overridden),
 samples the chosen worker (node0, node1 or sender) for the whole session, writes the
@@ -27,7 +28,7 @@ from broadcast_layer.contrib.embedded import EmbeddedRedis
 
 from .harness import RedisStats, WorkerPool
 from .membership import churn
-from .scenarios import FULL, Bench, fanout, point_to_point, rooms
+from .scenarios import FULL, Bench, burst, fanout, point_to_point, rooms
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -61,7 +62,8 @@ def main(argv: list[str]) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("scenario", choices=("fanout", "concurrent", "rooms", "p2p", "churn"))
+    scenarios = ("fanout", "concurrent", "burst", "rooms", "p2p", "churn")
+    parser.add_argument("scenario", choices=scenarios)
     parser.add_argument("--layer", default="broadcast")
     parser.add_argument("--n", type=int, default=1000, help="fan-out group size")
     parser.add_argument("--count", type=int, default=2000, help="sends in the fan-out burst")
@@ -85,6 +87,7 @@ def main(argv: list[str]) -> int:
     run = {
         "fanout": lambda b: fanout(b, args.layer, args.n, 0),
         "concurrent": lambda b: fanout(b, args.layer, args.n, 0),
+        "burst": lambda b: burst(b, args.layer, 0),
         "rooms": lambda b: rooms(b, args.layer, 0),
         "p2p": lambda b: point_to_point(b, args.layer, 0),
         "churn": lambda b: churn(b, args.layer, 0),
