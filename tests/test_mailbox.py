@@ -62,8 +62,7 @@ async def test_a_fan_out_waiting_for_room_is_woken_when_a_letter_is_taken():
     box = Mailbox(capacity=2)
     box.offer(letter(1))
     box.offer(letter(2))
-    box.full_since = 1.0  # as the fan-out marks a mailbox it found full
-    waiting = asyncio.create_task(box.room())
+    waiting = asyncio.create_task(box.room())  # as the fan-out waits for a full one
     await asyncio.sleep(0)
     assert not waiting.done()
     assert (await box.get())[1] == {"n": 1}
@@ -75,11 +74,14 @@ async def test_a_stalled_mailbox_is_ordinary_again_once_taken_down_to_half():
     box = Mailbox(capacity=4)
     for n in range(4):
         box.offer(letter(n))
-    box.full_since, box.stalled = 1.0, True
+    assert should_wait(box, now=1.0)  # found full: an episode starts
+    assert not should_wait(box, now=1.0 + STALL_AFTER)  # and it stalls
     await box.get()  # 3 left: still over half
-    assert box.stalled
+    assert box.pressure is not None
+    assert box.pressure.stalled
     await box.get()  # 2 left: half
-    assert (box.full_since, box.stalled) == (0.0, False)
+    assert box.pressure is None
+    assert should_wait(box, now=5.0)  # full again later: a new episode, waited for
 
 
 def test_the_fan_out_waits_for_a_full_mailbox_until_it_has_been_full_for_the_bound():
@@ -87,5 +89,6 @@ def test_the_fan_out_waits_for_a_full_mailbox_until_it_has_been_full_for_the_bou
     assert should_wait(box, now=100.0)  # found full for the first time
     assert should_wait(box, now=100.0 + STALL_AFTER / 2)
     assert not should_wait(box, now=100.0 + STALL_AFTER)  # full for the whole bound
-    assert box.stalled
+    assert box.pressure is not None
+    assert box.pressure.stalled
     assert not should_wait(box, now=100.0 + STALL_AFTER / 2)  # stalled: never again

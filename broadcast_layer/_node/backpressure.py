@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 
 from .. import _metrics
-from .mailbox import Letter, Mailbox
+from .mailbox import Letter, Mailbox, Pressure
 
 #: Seconds a member's mailbox may stay full (not taken down to half) before the node
 #: stops waiting for it and drops for it: the most one stalled consumer delays the
@@ -39,14 +39,14 @@ Blocked = list[tuple[str, Mailbox]]
 
 def should_wait(mailbox: Mailbox, now: float) -> bool:
     """For a full mailbox: whether the fan-out waits for room (False: drop for it now)."""
-    since = mailbox.full_since
-    if not since:
-        mailbox.full_since = now
+    pressure = mailbox.pressure
+    if pressure is None:  # found full for the first time since it was last half empty
+        mailbox.pressure = Pressure(now)
         return True
-    if mailbox.stalled:
+    if pressure.stalled:
         return False
-    if now - since >= STALL_AFTER:
-        mailbox.stalled = True
+    if now - pressure.full_since >= STALL_AFTER:
+        pressure.stalled = True
         return False
     return True
 
@@ -59,13 +59,14 @@ async def wait_for_room(
 ) -> None:
     """Put ``letter`` into each blocked mailbox once it has room; drop it for the stalled.
 
-    Waits for the mailboxes one after the other; each wait ends by its mailbox's
-    ``full_since + STALL_AFTER``, so the whole call takes at most ``STALL_AFTER``.
+    Waits for the mailboxes one after the other; each wait ends when its mailbox has
+    been full for ``STALL_AFTER``, so the whole call takes at most ``STALL_AFTER``.
     """
     delivered = 0
     for channel, mailbox in blocked:
-        while mailbox.full and should_wait(mailbox, time.monotonic()):
-            left = mailbox.full_since + STALL_AFTER - time.monotonic()
+        while mailbox.full and should_wait(mailbox, now := time.monotonic()):
+            since = mailbox.pressure.full_since if mailbox.pressure is not None else now
+            left = since + STALL_AFTER - now
             try:
                 async with asyncio.timeout(left):
                     await mailbox.room()

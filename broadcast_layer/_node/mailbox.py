@@ -26,6 +26,18 @@ Letter = tuple[float, dict[str, Any], bool, Callable[[], dict[str, Any]] | None]
 ROOMY, FILLING, FULL = True, False, None
 
 
+class Pressure:
+    """A mailbox's back-pressure episode: since when group fan-out has found it full,
+    whether it is stalled, and the fan-outs waiting for room in it."""
+
+    __slots__ = ("full_since", "room", "stalled")
+
+    def __init__(self, full_since: float) -> None:
+        self.full_since = full_since
+        self.stalled = False
+        self.room: list[asyncio.Future[None]] = []
+
+
 class Mailbox:
     """A bounded FIFO of letters; a full mailbox refuses rather than blocks.
 
@@ -33,25 +45,24 @@ class Mailbox:
     (monotonic time the last of them ended, or the mailbox was made) are kept by the
     node's receive path, so its upkeep can find abandoned channels without a timer.
 
-    ``full_since`` (monotonic time group fan-out first found it full, 0.0 when not) and
-    ``stalled`` belong to back-pressure: both are cleared once the receiver has taken
-    letters down to half the capacity.
+    ``pressure`` is set by group fan-out when it finds the mailbox full (see
+    ``backpressure.py``), and cleared once the receiver has taken the mailbox down to
+    half its capacity. It is None the rest of the time, so an ordinary mailbox carries
+    nothing for it.
     """
 
-    __slots__ = ("_capacity", "_half", "_letters", "_room", "_waiters", "dropped",
-                 "full_since", "idle_since", "receivers", "stalled")  # fmt: skip
+    __slots__ = ("_capacity", "_half", "_letters", "_waiters", "dropped", "idle_since",
+                 "pressure", "receivers")  # fmt: skip
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
         self._half = capacity // 2
         self._letters: deque[Letter] = deque()
         self._waiters: deque[asyncio.Future[None]] = deque()
-        self._room: list[asyncio.Future[None]] = []  # fan-outs waiting for a free slot
         self.dropped = 0
         self.receivers = 0
         self.idle_since = time.monotonic()  # never received on counts as idle since made
-        self.full_since = 0.0
-        self.stalled = False
+        self.pressure: Pressure | None = None
 
     def put(self, letter: Letter) -> bool:
         """Queue a letter; False (and counted in ``dropped``) when full."""
@@ -107,34 +118,37 @@ class Mailbox:
                     self._wake_one()
                 raise
         letter = self._letters.popleft()
-        if self.full_since:  # fan-out found this mailbox full: it may be waiting for room
-            self._made_room()
+        if self.pressure is not None:  # fan-out found it full: it may be waiting for room
+            self._made_room(self.pressure)
         return letter
 
-    def _made_room(self) -> None:
-        room, self._room = self._room, []
+    def _made_room(self, pressure: Pressure) -> None:
+        room, pressure.room = pressure.room, []
         for waiter in room:
             if not waiter.done():
                 waiter.set_result(None)
         if len(self._letters) <= self._half:  # caught up: an ordinary member again
-            self.full_since = 0.0
-            self.stalled = False
+            self.pressure = None
 
     async def room(self) -> None:
         """Wait until a receiver takes a letter (the caller bounds the wait)."""
+        if self.pressure is None:
+            self.pressure = Pressure(time.monotonic())
+        room = self.pressure.room
         waiter = asyncio.get_running_loop().create_future()
-        self._room.append(waiter)
+        room.append(waiter)
         try:
             await waiter
         finally:
-            if waiter in self._room:
-                self._room.remove(waiter)
+            if waiter in room:
+                room.remove(waiter)
 
     def drain(self) -> list[Letter]:
         """Remove and return every queued letter (a fan-out waiting for room is woken)."""
         letters = list(self._letters)
         self._letters.clear()
-        self._made_room()
+        if self.pressure is not None:
+            self._made_room(self.pressure)
         return letters
 
     @property
