@@ -60,7 +60,8 @@ async def wait_for_room(
     """Put ``letter`` into each blocked mailbox once it has room; drop it for the stalled.
 
     Waits for the mailboxes one after the other; each wait ends when its mailbox has
-    been full for ``STALL_AFTER``, so the whole call takes at most ``STALL_AFTER``.
+    been full for ``STALL_AFTER``, and those found full by one message share that
+    window, so the call takes at most about ``STALL_AFTER``.
     """
     delivered = 0
     for channel, mailbox in blocked:
