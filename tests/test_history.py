@@ -209,9 +209,9 @@ async def test_gapless_delivery_across_killed_pubsub_connections(make_layer, dep
     exactly once, in order."""
     total = 600
     sender = make_layer(history=HISTORY)
-    # A catch-up fills the mailboxes at once (seconds of messages, when a resubscribe
-    # is slow): room for the whole stream, so only a gap can lose a message here.
-    members = [make_layer(history=HISTORY, capacity=total) for _ in range(2)]
+    # The default capacity: a catch-up of seconds of messages (when a resubscribe is
+    # slow) is more than a mailbox holds, and waits for the members (back-pressure).
+    members = [make_layer(history=HISTORY) for _ in range(2)]
     channels = []
     for member in members:
         for _ in range(2):

@@ -185,10 +185,9 @@ class History:
         finally:
             self._buffers.pop(group, None)
             if group in self._again and not self._core.closed:
-                # Reconnected while those went out: read what was missed once more.
+                # Resubscribed while those went out: read what was missed once more.
                 self._again.discard(group)
-                self._buffers[group] = []
-                self._core.spawn(self._catch_up(group))
+                self.resubscribed(group)
 
     async def _read_missed(self, group: str) -> None:
         core, policy, last = self._core, self.policy(group), self._last.get(group)
