@@ -27,7 +27,7 @@ RunAll = Callable[[list[Call[Any]]], Awaitable[list[Any]]]
 #: A publish waiting for the next pipeline: channel, data, the caller's future.
 _Queued = tuple[str, bytes, "asyncio.Future[int]"]
 #: Fewest submissions a pipeline gets when pending writes are split over several.
-MIN_PIPELINE = 8
+MIN_PIPELINE = 16
 #: A submission waiting for (or in) a pipeline: its calls, the caller's future, when,
 #: and the scopes its calls write to (None: one has none).
 _Write = tuple[tuple[Call[Any], ...], "asyncio.Future[Any]", float, "frozenset[Hashable] | None"]
