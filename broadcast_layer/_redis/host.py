@@ -10,10 +10,12 @@ same script calls and PUBLISH with redis-py's blocking client.
 from __future__ import annotations
 
 import functools
+import inspect
 import time
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
+from redis.asyncio import ConnectionPool
 from redis.commands.core import AsyncScript
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError, ResponseError
@@ -39,6 +41,16 @@ from .sentinel import MasterWatch, SwitchListener, is_sentinel
 from .sharded import AckHandler, ShardedSubscriber
 from .subscriber import ConnectionHandler, MessageHandler, Subscriber
 from .writer import OrderedWriter, Publisher
+
+
+def _checkout_args() -> tuple[str, ...]:
+    """What ``get_connection()`` needs: redis-py before 5.3 requires a command name, later
+    versions warn when one is given. Any name does: the pools ignore it."""
+    name = inspect.signature(ConnectionPool.get_connection).parameters.get("command_name")
+    return ("EVALSHA",) if name is not None and name.default is inspect.Parameter.empty else ()
+
+
+_CHECKOUT_ARGS = _checkout_args()
 
 T = TypeVar("T")
 
@@ -203,7 +215,7 @@ class Host:
                      *call.args) for call in calls]  # fmt: skip
         pool = self.client.connection_pool
         switches = self._switches
-        connection = self._kept.pop() if self._kept else await pool.get_connection()
+        connection = self._kept.pop() if self._kept else await pool.get_connection(*_CHECKOUT_ARGS)
         try:
             if _pack is None:
                 await connection.send_packed_command(connection.pack_commands(commands))
