@@ -12,6 +12,7 @@ import redis
 from broadcast_layer._protocol import batch, scripts
 from broadcast_layer._protocol.scripts import Call, script_name
 from broadcast_layer._redis.host import Host
+from broadcast_layer._redis.writer import OrderedWriter
 from broadcast_layer.layer import BroadcastChannelLayer
 
 from . import faults
@@ -134,3 +135,19 @@ async def test_writes_for_other_channels_overlap_and_one_channels_keep_their_ord
     await within(asyncio.gather(*joins, later, beat))
     assert [m.channel for m in await layer.registry.members("room")] == [second]
     assert set(await layer.registry.groups_of(first)) == {"warm"}
+
+
+async def test_a_write_submitted_after_close_is_settled_not_left_pending(make_layer):
+    """A closed writer runs nothing: a late write is cancelled at once instead of left
+    for a caller to await for ever, and an empty submission is refused."""
+    layer: BroadcastChannelLayer = make_layer()
+    await layer.new_channel()
+    node = layer.nodes.current()
+    host = node.core.host_for(node.id)
+    writer = OrderedWriter(host.run_all, 5.0, batch.scope, 4)
+    beat = node.core.calls.heartbeat(node.id, 0.0, 2)
+    assert await within(writer.submit(beat)) is not None  # a working writer first
+    with pytest.raises(ValueError, match="at least one call"):
+        writer.submit_all(())
+    await writer.close()
+    assert writer.submit(beat).cancelled()

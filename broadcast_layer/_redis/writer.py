@@ -92,8 +92,13 @@ class OrderedWriter:
     def submit_all(self, calls: Sequence[Call[Any]]) -> asyncio.Future[Any]:
         """Queue writes, in order; one future for all: the first call's result once every
         call has run, or the first failure."""
+        if not calls:
+            raise ValueError("submit_all() needs at least one call")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        if self._closed:  # no loop will run it: settle it now, as close() does the queued
+            future.cancel()
+            return future
         keys = [self._scope(call) for call in calls]
         scopes = None if None in keys else frozenset(keys)
         self._pending.append((tuple(calls), future, loop.time(), scopes))
