@@ -21,6 +21,7 @@ from broadcast_layer._redis.pools import PoolLimits
 from broadcast_layer.layer import BroadcastChannelLayer
 from broadcast_layer.registry import RegistryCalls
 
+from . import faults
 from .conftest import eventually, within
 
 
@@ -165,3 +166,18 @@ def test_a_host_entry_max_connections_wins_over_config(redis_url):
         assert host.client.connection_pool.max_connections == 7
     finally:
         host.close()
+
+
+@pytest.mark.slow
+async def test_pipelines_never_keep_every_connection_of_a_small_pool(make_layer, redis_url):
+    """The registry writer keeps connections between pipelines; with a pool of two it
+    keeps at most one, so a single call afterwards still gets a connection at once."""
+    layer = make_layer(max_connections=2, pool_timeout=0.5)
+    first, second = await layer.new_channel(), await layer.new_channel()
+    await layer.group_add("warm", first)
+    with faults.writes_paused(redis_url):  # two pipelines in flight: both connections
+        joins = [asyncio.create_task(layer.group_add("room", c)) for c in (first, second)]
+        await eventually(lambda: faults.blocked_on(redis_url, "evalsha") == 2)
+    await within(asyncio.gather(*joins))
+    await within(layer.send("pool-queue", {"type": "after.pipelines"}))
+    assert await within(layer.receive("pool-queue")) == {"type": "after.pipelines"}

@@ -103,7 +103,9 @@ class Host:
         #: Connections pipelines reuse instead of a pool checkout each (redis-py 8's
         #: checkout costs more than a small pipeline); at most WRITE_DEPTH.
         self._kept: list[Any] = []
-        self._switches = 0  # Sentinel master switches: a connection taken before one goes back
+        #: Bumped by a Sentinel switch and by every return of the kept connections (close,
+        #: close_pools): a connection taken before it goes back to the pool when done.
+        self._switches = 0
 
     def on_master_switch(self, listener: SwitchListener) -> None:
         """Call ``await listener(new_address)`` after each Sentinel switch of master.
@@ -119,7 +121,6 @@ class Host:
         # The pool moves by itself: a connection to the old master is reconnected when
         # next taken and closed when returned (sentinel._MasterPool). The reader does not
         # take or return its connection, so it is moved here.
-        self._switches += 1  # connections in use now go back to the pool when done
         await self._return_kept()  # taken again from the pool: to the new master
         if isinstance(self.subscriber, Subscriber):
             await self.subscriber.reconnect()
@@ -231,14 +232,18 @@ class Host:
             await connection.disconnect(nowait=True)  # replies may be left unread
             await pool.release(connection)
             raise
-        if len(self._kept) < WRITE_DEPTH and switches == self._switches:
+        # Never every connection of a small pool: single calls need one too.
+        keep = min(WRITE_DEPTH, pool.max_connections - 1)
+        if len(self._kept) < keep and switches == self._switches:
             self._kept.append(connection)
         else:  # the pool moves a connection to a new master when it is taken again
             await pool.release(connection)
         return replies
 
     async def _return_kept(self) -> None:
-        """Give the connections pipelines kept back to the pool."""
+        """Give the connections pipelines kept back to the pool, and those in use now
+        when their pipeline is done."""
+        self._switches += 1
         kept, self._kept = self._kept, []
         for connection in kept:
             await self.client.connection_pool.release(connection)
