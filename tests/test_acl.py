@@ -103,18 +103,22 @@ async def test_the_whole_layer_runs_as_the_acl_user(acl_url, admin, prefix, sett
     }}  # fmt: skip
     config = {"hosts": [acl_url], "prefix": prefix, "heartbeat_interval": 0.2, "node_ttl": 1,
               "history": {"chat.*": {"size": 10, "ttl": 60}},
-              "durable_channels": {"jobs.*": {"claim_after": 1}}}  # fmt: skip
+              "durable_channels": {"jobs.*": {"claim_after": 1}},
+              "channel_capacity": {"small.*": 1}}  # fmt: skip
     a, b = BroadcastChannelLayer(**config), BroadcastChannelLayer(**config)
-    sender = BroadcastChannelLayer(**config, capacity=1)
+    sender = BroadcastChannelLayer(**config)
     try:
         await a.ping()
         ch_a, ch_b = await a.new_channel(), await b.new_channel()
+        small = await b.new_channel("small")  # counted from the start: its node sets its credit
 
-        # channels: another node's (in-flight counter, capacity), a normal one (queue)
+        # channels: another node's (its credit: read, taken, given back), a normal one (queue)
         await sender.send(ch_b, {"type": "direct"})
-        with pytest.raises(ChannelFull):
-            await sender.send(ch_b, {"type": "over capacity"})
         assert (await within(b.receive(ch_b)))["type"] == "direct"
+        await sender.send(small, {"type": "direct"})
+        with pytest.raises(ChannelFull):
+            await sender.send(small, {"type": "over capacity"})
+        assert (await within(b.receive(small)))["type"] == "direct"
         await a.send("worker-queue", {"type": "queued"})
         assert (await within(b.receive("worker-queue")))["type"] == "queued"
 

@@ -54,7 +54,7 @@ def test_a_group_and_a_node_keep_their_names_in_one_slot():
     node = {keys.node_channel(node_id), keys.node(node_id), keys.node_records(node_id),
             keys.node_records_staging(node_id), keys.node_metadata(node_id),
             keys.node_metadata_staging(node_id), keys.nodes_of(node_id),
-            keys.inflight(channel)}  # fmt: skip
+            keys.credit(channel)}  # fmt: skip
     assert len({key_slot(name.encode()) for name in group}) == 1
     assert len({key_slot(name.encode()) for name in node}) == 1
     assert keys.group_of(keys.group_channel("room").encode()) == "room"
@@ -87,11 +87,15 @@ async def test_every_script_call_touches_one_slot(cluster_layer, monkeypatch):
     log = CallLog(monkeypatch)
     extra = {"history": {"h.*": {"size": 10, "ttl": 60}},
              "durable_channels": {"jobs.*": {"claim_after": 5}}}  # fmt: skip
-    a = cluster_layer(heartbeat_interval=0.2, node_ttl=1.0, **extra)
+    a = cluster_layer(heartbeat_interval=0.2, node_ttl=1.0, channel_capacity={"small.*": 2},
+                      **extra)  # fmt: skip
     b = cluster_layer(**extra)
     x, y = await a.new_channel(), await b.new_channel()
     more = [await a.new_channel() for _ in range(3)]  # joined at once: their node's side
     await asyncio.gather(*(a.group_add("crowd", c) for c in more))  # is one REGISTRY_BATCH
+    small = await a.new_channel("small")  # counted from the start: CREDIT
+    await b.send(small, {"type": "counted"})
+    assert await within(a.receive(small)) == {"type": "counted"}
     await a.group_add("room", x)
     await b.group_add("room", y)
     await a.group_add("other", y)  # another node's channel: a control message

@@ -11,7 +11,7 @@ from .conftest import within
 
 
 def letter(n: int) -> tuple:
-    return (float("inf"), {"n": n}, False, None)
+    return (float("inf"), {"n": n}, None)
 
 
 async def test_fifo_and_a_full_mailbox_refuses_and_counts():

@@ -21,10 +21,10 @@ from .._redis.errors import CONNECTION_ERRORS
 from .._redis.retry import raise_if_cancelled
 from ..exceptions import ChannelFull
 from .control import Control
-from .core import NodeCore
+from .core import NodeCore, both
+from .credit import Credit
 from .drops import FullMailboxLog
 from .groups import Groups
-from .inflight import InflightRelease
 from .mailbox import Mailbox
 from .registry_writer import RegistryWriter
 
@@ -43,13 +43,13 @@ class Channels:
         registry: RegistryWriter,
         groups: Groups,
         control: Control,
-        inflight: InflightRelease,
+        credit: Credit,
     ) -> None:
         self._core = core
         self._registry = registry
         self._groups = groups
         self._control = control
-        self._inflight = inflight
+        self.credit = credit
         self.mailboxes: dict[str, Mailbox] = {}
         self.dropped = 0
         self.full_log = FullMailboxLog(logger)
@@ -60,22 +60,28 @@ class Channels:
         core = self._core
         await core.listen()
         name = f"{prefix}.{core.id}!{uuid.uuid4().hex[:12]}"
-        self.mailboxes[name] = Mailbox(core.config.capacity_for(name))
+        mailbox = self.mailboxes[name] = self.credit.mailbox(name, core.config.capacity_for(name))
         _metrics.recorder.channels(1)
         self._registry.records.open(name)
         try:
-            await self._registry.wait(self._registry.submit(core.calls.open(name, core.id)))
+            await both(
+                self._registry.wait(self._registry.submit(core.calls.open(name, core.id))),
+                self.credit.open(mailbox),
+            )
         except BaseException:
             del self.mailboxes[name]  # no channel half made
             _metrics.recorder.channels(-1)
             self._registry.records.forget(name)
+            self.credit.forget(name)
             raise
         return name
 
     async def send(self, channel: str, data: bytes) -> int:
         """Send a serialized message to one channel; raise ChannelFull at capacity.
 
-        Returns how many nodes took it (0: the owning node is gone; 1 for a queue).
+        Returns how many nodes took it (0: the owning node is gone; 1 for a queue). The
+        capacity of another node's channel is checked against the credit its node keeps
+        (credit.py); that of a normal channel against this node's configuration.
         """
         core = self._core
         if node_of(channel) != core.id:
@@ -87,7 +93,7 @@ class Channels:
         mailbox = self.mailboxes.get(channel)
         if mailbox is None:
             return 0
-        if not mailbox.put((time.monotonic() + core.config.expiry, core.decode(data), False, None)):
+        if not mailbox.put((time.monotonic() + core.config.expiry, core.decode(data), None)):
             raise ChannelFull(channel)
         _metrics.recorder.delivered("direct", 1)
         return 1
@@ -104,9 +110,7 @@ class Channels:
         mailbox.receivers += 1
         try:
             while True:
-                deadline, message, counted, copy_of = await mailbox.get()
-                if counted:
-                    self._inflight.release(channel)
+                deadline, message, copy_of = await mailbox.get()
                 if deadline > time.monotonic():
                     return message if copy_of is None else copy_of()
                 _metrics.recorder.dropped("expired")
@@ -123,8 +127,11 @@ class Channels:
         if owner != self._core.id:
             raise ValueError(f"{channel!r} belongs to another node; only its owner can receive")
         self._core.start_background()  # so the sweep frees this mailbox too once it is idle
-        mailbox = self.mailboxes[channel] = Mailbox(self._core.config.capacity_for(channel))
+        capacity = self._core.config.capacity_for(channel)
+        mailbox = self.mailboxes[channel] = self.credit.mailbox(channel, capacity)
         _metrics.recorder.channels(1)
+        if mailbox.high <= 0:  # counted from the start: its key is written soon
+            self.credit.changed(mailbox)
         return mailbox
 
     async def _receive_queue(self, channel: str) -> dict[str, Any]:
@@ -168,7 +175,7 @@ class Channels:
         mailbox = self.mailboxes.get(channel)
         if mailbox is not None:
             message = {"type": DISCONNECT_TYPE}
-            mailbox.put_urgent((time.monotonic() + self._core.config.expiry, message, False, None))
+            mailbox.put_urgent((time.monotonic() + self._core.config.expiry, message, None))
         return mailbox is not None
 
     def drop(self, channel: str) -> None:
@@ -197,14 +204,13 @@ class Channels:
             logger.debug("Abandoned %d channels idle for over %ss", len(idle), expiry)
 
     def _abandon(self, channel: str) -> list[str]:
-        """Forget a local channel: free its mailbox and in-flight slots, leave its groups
+        """Forget a local channel: free its mailbox, delete its credit key, leave its groups
         here and in the registry. Returns the groups left without local members.
         """
         mailbox = self.mailboxes.pop(channel)
         _metrics.recorder.channels(-1)
-        for _, _, counted, _ in mailbox.drain():
-            if counted:
-                self._inflight.release(channel)
+        mailbox.drain()
+        self.credit.forget(channel)
         self._registry.records.forget(channel)
         subscriptions = self._groups.subscriptions
         self._registry.close_channel(channel, sorted(subscriptions.groups_of(channel)))

@@ -1,9 +1,10 @@
 """Delivery: what a node does with each pub/sub message its hosts read.
 
-A message on the node's own channel is a direct send to one of its channels or a
-control message; a message on a group's channel is deserialized once and fanned out to
-every local member's mailbox in memory. When members' mailboxes fill up, the reader
-waits for their consumers before it reads on (``backpressure.py``).
+A message on the node's own channel is a direct send to one of its channels, a control
+message, a health probe or a credit marker; a message on a group's channel is
+deserialized once and fanned out to every local member's mailbox in memory. When
+members' mailboxes fill up, the reader waits for their consumers before it reads on
+(``backpressure.py``).
 """
 
 from __future__ import annotations
@@ -19,17 +20,18 @@ from typing import Any
 from .. import _metrics
 from .._protocol.control import CONTROL_MARK, PROBE_MARK
 from .._protocol.history import open_frame, stamp
+from .._protocol.records import CREDIT_MARK
 from .._redis.errors import CONNECTION_ERRORS
 from ..exceptions import ChannelFull
 from .backpressure import Blocked, should_wait, wait_for_room
 from .channels import Channels
 from .control import Control
 from .core import NodeCore
+from .credit import Credit
 from .drops import DropLog
 from .groups import Groups
 from .health import Probe
 from .history import History
-from .inflight import InflightRelease
 from .mailbox import FILLING, Letter
 
 logger = logging.getLogger(__name__)
@@ -53,7 +55,7 @@ class Delivery:
         channels: Channels,
         groups: Groups,
         control: Control,
-        inflight: InflightRelease,
+        credit: Credit,
         rejected: DropLog,
         probe: Probe,
     ) -> None:
@@ -62,7 +64,7 @@ class Delivery:
         self._subscriptions = groups.subscriptions
         self._groups = groups
         self._control = control
-        self._inflight = inflight
+        self._credit = credit
         self._rejected = rejected
         self._probe = probe
         self._metrics = _metrics.recorder  # bound once: a no-op when metrics are off
@@ -92,22 +94,25 @@ class Delivery:
         if payload.startswith(PROBE_MARK):
             self._probe.answer(payload)
             return
+        if payload.startswith(CREDIT_MARK):
+            self._credit.marker(payload)
+            return
         channel_bytes, _, data = payload.partition(b"\n")
         channel = channel_bytes.decode()
         mailbox = self._channels.mailboxes.get(channel)
-        letter: Letter | None = None
-        if mailbox is not None:
-            try:
-                letter = (time.monotonic() + self._core.config.expiry, self._core.decode(data),
-                          True, None)  # fmt: skip
-            except Exception as exc:  # e.g. forged, or encrypted with a key this node lacks
-                self._rejected.drop("an undecodable message", f"for {channel}: {exc!r}")
-        if letter is None or mailbox is None or not mailbox.put(letter):
-            if mailbox is not None and letter is not None:
-                self._channels.drop(channel)  # full with local or group messages
-            self._inflight.release(channel)
-        else:
+        if mailbox is None:
+            return  # an abandoned channel, or a made-up name: nobody will receive it
+        self._credit.arrived(channel)
+        try:
+            letter: Letter = (time.monotonic() + self._core.config.expiry,
+                              self._core.decode(data), None)  # fmt: skip
+        except Exception as exc:  # e.g. forged, or encrypted with a key this node lacks
+            self._rejected.drop("an undecodable message", f"for {channel}: {exc!r}")
+            return
+        if mailbox.put_remote(letter):
             self._metrics.delivered("direct", 1)
+        else:
+            self._channels.drop(channel)  # past capacity + slack: see credit.py
 
     def _on_group(self, group: str, data: bytes) -> Awaitable[None] | None:
         if not self._subscriptions.members(group):
@@ -144,7 +149,7 @@ class Delivery:
         before the next message (None: nothing, the common case; see backpressure.py)."""
         members = self._subscriptions.members(group)
         now = time.monotonic()
-        letter: Letter = (now + self._core.config.expiry, message, False, _copier(message))
+        letter: Letter = (now + self._core.config.expiry, message, _copier(message))
         mailboxes = self._channels.mailboxes
         stale = []
         blocked: Blocked = []

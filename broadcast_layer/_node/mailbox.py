@@ -3,27 +3,36 @@
 Lighter than ``asyncio.Queue`` (no putters, no maxsize bookkeeping): group fan-out puts
 into thousands of mailboxes per message, so each put is a deque append and at most one
 future wake-up. Group fan-out may also wait for room in a full mailbox (back-pressure,
-see ``backpressure.py``); the mailbox keeps the state of that wait.
+see ``backpressure.py``); the mailbox keeps the state of that wait. A mailbox near its
+capacity tells the node's credit keeping (``credit.py``) about every change, so senders
+on other nodes learn how much room is left.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-#: A queued message: (expiry deadline on the monotonic clock, message, counted, copy).
-#: ``counted`` says whether Redis counts it as in flight; ``copy``, when not None, makes
-#: the receiver's own copy: a group message is one letter shared by every member's
-#: mailbox and copied only when a member receives it, so a backlog holds no per-member
-#: objects for the garbage collector to walk.
-Letter = tuple[float, dict[str, Any], bool, Callable[[], dict[str, Any]] | None]
+#: A queued message: (expiry deadline on the monotonic clock, message, copy). ``copy``,
+#: when not None, makes the receiver's own copy: a group message is one letter shared by
+#: every member's mailbox and copied only when a member receives it, so a backlog holds
+#: no per-member objects for the garbage collector to walk.
+Letter = tuple[float, dict[str, Any], Callable[[], dict[str, Any]] | None]
+
+#: Told of a mailbox's change (see :class:`Mailbox`).
+Watch = Callable[["Mailbox"], None]
 
 #: What :meth:`Mailbox.offer` returns: queued (True, or False when now over half full),
 #: or not queued (None). Truth-tested first: the common case costs one test per member.
 ROOMY, FILLING, FULL = True, False, None
+
+
+def _unwatched(mailbox: Mailbox) -> None:
+    """The watch of a mailbox nobody keeps credit for."""
 
 
 class Pressure:
@@ -41,6 +50,15 @@ class Pressure:
 class Mailbox:
     """A bounded FIFO of letters; a full mailbox refuses rather than blocks.
 
+    ``capacity`` bounds local sends and group messages. A send from another node was
+    admitted by the sender's check of the channel's credit in Redis; one admitted before
+    the node's count reached Redis may find the mailbox full, so :meth:`put_remote` keeps
+    it up to ``limit`` letters (the overshoot bound, see ``credit.py``).
+
+    ``watch(mailbox)`` is called after a remote put that leaves ``high`` letters or more
+    (group messages alone never start the counting), and after each put or take while
+    ``watched`` (the node keeps credit for the channel).
+
     ``receivers`` (how many ``receive()`` calls are in progress) and ``idle_since``
     (monotonic time the last of them ended, or the mailbox was made) are kept by the
     node's receive path, so its upkeep can find abandoned channels without a timer.
@@ -51,12 +69,25 @@ class Mailbox:
     nothing for it.
     """
 
-    __slots__ = ("_capacity", "_half", "_letters", "_waiters", "dropped", "idle_since",
-                 "pressure", "receivers")  # fmt: skip
+    __slots__ = ("_capacity", "_half", "_letters", "_waiters", "dropped", "high", "idle_since",
+                 "limit", "name", "pressure", "receivers", "watch", "watched")  # fmt: skip
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        name: str = "",
+        limit: int | None = None,
+        high: int = sys.maxsize,
+        watch: Watch = _unwatched,
+    ) -> None:
+        self.name = name
         self._capacity = capacity
         self._half = capacity // 2
+        self.limit = capacity if limit is None else limit
+        self.high = high
+        self.watch = watch
+        self.watched = False
         self._letters: deque[Letter] = deque()
         self._waiters: deque[asyncio.Future[None]] = deque()
         self.dropped = 0
@@ -64,14 +95,37 @@ class Mailbox:
         self.idle_since = time.monotonic()  # never received on counts as idle since made
         self.pressure: Pressure | None = None
 
+    @property
+    def capacity(self) -> int:
+        """How many letters local sends and group messages may fill it with."""
+        return self._capacity
+
     def put(self, letter: Letter) -> bool:
         """Queue a letter; False (and counted in ``dropped``) when full."""
-        if len(self._letters) >= self._capacity:
+        return self._put(letter, self._capacity)
+
+    def put_remote(self, letter: Letter) -> bool:
+        """Queue a letter another node's send was admitted for; False past ``limit``."""
+        if not self._put(letter, self.limit):
+            return False
+        if not self.watched and len(self._letters) >= self.high:
+            self.watch(self)
+        return True
+
+    def put_urgent(self, letter: Letter) -> None:
+        """Queue a letter even when full (control messages such as a disconnect)."""
+        self._put(letter, sys.maxsize)
+
+    def _put(self, letter: Letter, limit: int) -> bool:
+        letters = self._letters
+        if len(letters) >= limit:
             self.dropped += 1
             return False
-        self._letters.append(letter)
+        letters.append(letter)
         if self._waiters:
             self._wake_one()
+        if self.watched:
+            self.watch(self)
         return True
 
     def offer(self, letter: Letter) -> bool | None:
@@ -88,13 +142,9 @@ class Mailbox:
         letters.append(letter)
         if self._waiters:
             self._wake_one()
+        if self.watched:
+            self.watch(self)
         return size < self._half
-
-    def put_urgent(self, letter: Letter) -> None:
-        """Queue a letter even when full (control messages such as a disconnect)."""
-        self._letters.append(letter)
-        if self._waiters:
-            self._wake_one()
 
     def _wake_one(self) -> None:
         while self._waiters:
@@ -120,6 +170,8 @@ class Mailbox:
         letter = self._letters.popleft()
         if self.pressure is not None:  # fan-out found it full: it may be waiting for room
             self._made_room(self.pressure)
+        if self.watched:
+            self.watch(self)
         return letter
 
     def _made_room(self, pressure: Pressure) -> None:
@@ -144,7 +196,8 @@ class Mailbox:
                 room.remove(waiter)
 
     def drain(self) -> list[Letter]:
-        """Remove and return every queued letter (a fan-out waiting for room is woken)."""
+        """Remove and return every queued letter (a fan-out waiting for room is woken;
+        the credit keeping is not told: the channel is being forgotten)."""
         letters = list(self._letters)
         self._letters.clear()
         if self.pressure is not None:

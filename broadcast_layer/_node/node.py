@@ -23,13 +23,13 @@ from ..conf import LayerConfig
 from .channels import Channels
 from .control import Control
 from .core import NodeCore
+from .credit import Credit
 from .delivery import Delivery
 from .drops import DropLog
 from .durable import Durable
 from .groups import Groups
 from .health import Health, Probe
 from .history import History
-from .inflight import InflightRelease
 from .registry_writer import RegistryWriter
 from .subscriptions import Subscriptions
 from .upkeep import Upkeep
@@ -61,18 +61,18 @@ class Node:
         self.subscriptions = Subscriptions()
         self.probe = Probe(core)
         self._rejected = DropLog(logger)
-        self.inflight = InflightRelease(core)
+        self.credit = Credit(core)
         self.registry = RegistryWriter(core, self.subscriptions, self._channel_count)
         self.control = Control(core, self._rejected, self._apply)
         self.history = History(core, serializer)
         self.durable = Durable(core)
         self.groups = Groups(core, self.subscriptions, self.registry, self.control, self.history)
-        self.channels = Channels(core, self.registry, self.groups, self.control, self.inflight)
+        self.channels = Channels(core, self.registry, self.groups, self.control, self.credit)
         self.mailboxes = self.channels.mailboxes
         self.delivery = Delivery(core, self.channels, self.groups, self.control,
-                                 self.inflight, self._rejected, self.probe)  # fmt: skip
-        self.upkeep = Upkeep(core, self.channels, self.groups, self.registry)
-        core.add_background(self.inflight.run)
+                                 self.credit, self._rejected, self.probe)  # fmt: skip
+        self.upkeep = Upkeep(core, self.channels, self.groups, self.registry, self.credit)
+        core.add_background(self.credit.run)
         core.add_background(self.upkeep.run)
 
     def _on_message(self, pubsub_channel: bytes, data: bytes) -> Awaitable[None] | None:
@@ -89,6 +89,8 @@ class Node:
         core = self.core
         if not lost:  # resubscribed: history groups read what they missed meanwhile
             self.history.restored(host)
+            if host is core.host_for(self.id):  # a credit marker may have been lost too
+                self.credit.resync()
         groups = frozenset(g for g in self.subscriptions.wanted() if core.host_for(g) is host)
         signals.send_connection_event(lost, node_id=self.id, prefix=core.config.prefix,
                                       host=core.hosts.index(host), groups=groups)  # fmt: skip
@@ -157,8 +159,9 @@ class Node:
             return
         self.core.closed = True
         _metrics.recorder.channels(-len(self.channels.mailboxes))
-        self.inflight.wake()
+        self.credit.wake()
         await self.core.close_tasks()
+        await self.credit.close()  # no key of this node's is left to refuse sends
         await self.durable.close()  # acknowledge what this node received
         await self.registry.remove_node()  # a clean shutdown removes its records at once
         for host in self.core.hosts:

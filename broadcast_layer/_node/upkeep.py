@@ -1,8 +1,9 @@
 """Upkeep: one node's periodic tick (sweep, expiry, heartbeat, reaping, re-assert).
 
 Every ``min(heartbeat_interval, group_expiry, expiry)`` seconds the node abandons idle
-channels, expires old memberships, refreshes its record, reaps dead nodes and
-re-asserts its records when Redis may have lost them. A timer, not a hot path.
+channels, expires old memberships, refreshes its record and its channels' credit keys,
+reaps dead nodes and re-asserts its records when Redis may have lost them. A timer, not
+a hot path.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from .._redis.retry import raise_if_cancelled
 from .channels import Channels
 from .core import NodeCore
+from .credit import Credit
 from .groups import Groups
 from .registry_writer import RegistryWriter
 
@@ -27,9 +29,15 @@ class Upkeep:
     """The heartbeat loop of one node."""
 
     def __init__(
-        self, core: NodeCore, channels: Channels, groups: Groups, registry: RegistryWriter
+        self,
+        core: NodeCore,
+        channels: Channels,
+        groups: Groups,
+        registry: RegistryWriter,
+        credit: Credit,
     ) -> None:
         self._core = core
+        self._credit = credit
         self._channels = channels
         self._groups = groups
         self._registry = registry
@@ -52,6 +60,7 @@ class Upkeep:
         core, registry = self._core, self._registry
         self._channels.sweep(now)
         self._channels.full_log.flush()
+        self._credit.renew()  # the keys' TTL (node_ttl) outlasts a tick
         emptied = self._groups.expire(now)
         if emptied:
             await self._groups.unsubscribe(emptied)

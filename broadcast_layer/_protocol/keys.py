@@ -5,8 +5,8 @@ names are those of earlier versions: a group's keys carry ``{<group>}``, a node'
 ``{<node id>}``. On Redis Cluster every name carries the hash tag of one of
 :data:`CLUSTER_SHARDS` *shards*: a group's pub/sub channel, its member keys and the
 room-index shard that lists it share one tag, and so do a node's pub/sub channel, its
-records, the in-flight counters of its channels and the node-index shard that lists
-it. So every Lua script touches one slot, and the cluster-wide indexes are
+records, the credit keys of its channels and the node-index shard that lists it. So
+every Lua script touches one slot, and the cluster-wide indexes are
 :data:`CLUSTER_SHARDS` keys spread over the masters instead of one hot key. See
 docs/cluster.md.
 """
@@ -130,7 +130,7 @@ class Keys:
         shard = self.shard(group)
         return self.rooms_by_size(shard), self.rooms_by_name(shard)
 
-    # -- a node: its channel, its records, its channels' counters, the node index --------
+    # -- a node: its channel, its records, its channels' credit, the node index -----------
 
     def node_channel(self, node_id: str) -> str:
         """Pub/sub channel carrying messages for one node's process-specific channels."""
@@ -138,12 +138,13 @@ class Keys:
             return f"{self.prefix}:node:{self._tag(node_id)}{node_id}"
         return f"{self.prefix}:node:{node_id}"
 
-    def inflight(self, channel: str) -> str:
-        """Counter of messages sent to a process-specific channel and not yet received."""
+    def credit(self, channel: str) -> str:
+        """How many more sends a process-specific channel near its capacity takes: set by
+        its owning node, taken by senders on other nodes (absent: plenty of room)."""
         owner = node_of(channel)
         if self.cluster and owner is not None:
-            return f"{self.prefix}:inflight:{self._tag(owner)}{channel}"
-        return f"{self.prefix}:inflight:{{{channel}}}"
+            return f"{self.prefix}:credit:{self._tag(owner)}{channel}"
+        return f"{self.prefix}:credit:{{{channel}}}"
 
     def nodes(self, shard: int = 0) -> str:
         """Index shard of node ids scored by their last heartbeat."""
@@ -202,7 +203,7 @@ class Keys:
             f"{prefix}:{{rooms}}:*", f"{prefix}:nodes")  # fmt: skip
         return (
             f"{prefix}:queue:*",
-            f"{prefix}:inflight:*",
+            f"{prefix}:credit:*",
             f"{prefix}:history:*",
             f"{prefix}:durable:*",
             f"{prefix}:members:*",

@@ -224,30 +224,49 @@ def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[start : start + size] for start in range(0, len(items), size)]
 
 
+#: A node-channel payload starting with this byte is the owning node's credit marker:
+#: ``=`` and a sequence number, published by CREDIT after its writes (no channel name
+#: starts with ``=``).
+CREDIT_MARK = b"="
+
+
 def channel_send(
     keys: Keys, channel: str, data: bytes, capacity: int, expiry: float
 ) -> tuple[str, Call[int]]:
     """The script that sends ``data`` to a channel through Redis, and the name to shard by.
 
-    A normal channel is a Redis list (PUSH); a process-specific one is published to its
-    owning node after the in-flight count is checked (SEND_TO_NODE). The call's result
-    is the number of nodes reached (1 for a queued message); it raises ChannelFull.
+    A normal channel is a Redis list (PUSH, checked against ``capacity``); a
+    process-specific one is published to its owning node (SEND_TO_NODE), which keeps
+    the channel's credit itself. The call's result is the number of nodes reached (1 for
+    a queued message); it raises ChannelFull.
     """
-    expiry_ms = int(expiry * 1000)
     owner = node_of(channel)
     if owner is None:
+        expiry_ms = int(expiry * 1000)
         stamped = b"%013d" % int(time.time() * 1000) + data
         args = [capacity, expiry_ms, stamped[:13], stamped]
         return channel, Call(scripts.PUSH, [keys.queue(channel)], args, _full_if(0, channel))
     payload = channel.encode() + b"\n" + data
-    args = [capacity, expiry_ms, payload, publish_command(keys.cluster)]
-    call_keys = [keys.inflight(channel), keys.node_channel(owner)]
+    call_keys = [keys.credit(channel), keys.node_channel(owner)]
+    args = [payload, publish_command(keys.cluster)]
     return owner, Call(scripts.SEND_TO_NODE, call_keys, args, _full_if(-1, channel))
 
 
-def release(keys: Keys, channel: str, count: int) -> Call[int]:
-    """Give back ``count`` in-flight slots of a process-specific channel (RELEASE)."""
-    return Call(scripts.RELEASE, [keys.inflight(channel)], [count], int)
+def credit(
+    keys: Keys, node_id: str, ops: Sequence[tuple[str, str]], ttl: float, marker: int | None
+) -> Call[list[bool]]:
+    """One CREDIT call for channels of ``node_id``: ``ops`` are (channel, operation) as
+    the script takes them; ``marker`` (a sequence number), when given, is published on
+    the node's channel after the writes. The result says, per channel, whether its key
+    exists afterwards."""
+    call_keys = [*(keys.credit(channel) for channel, _ in ops), keys.node_channel(node_id)]
+    mark = b"" if marker is None else CREDIT_MARK + b"%d" % marker
+    args = [int(ttl * 1000), publish_command(keys.cluster), mark, *(op for _, op in ops)]
+    return Call(scripts.CREDIT, call_keys, args, _flags)
+
+
+def _flags(reply: Any) -> list[bool]:
+    return [bool(int(item)) for item in reply]
 
 
 def _full_if(full: int, channel: str) -> Callable[[Any], int]:

@@ -35,9 +35,6 @@ class Call(Generic[T_co]):
         return self.script in IDEMPOTENT
 
 
-# KEYS[1] in-flight counter of a process-specific channel.
-# ARGV: capacity, expiry (ms), the owning node's pub/sub channel, payload.
-# Returns -1 when the channel is full, else the number of subscribers reached.
 #: Calls in steps: a generator yields each step's calls (run together, one pipeline per
 #: master), receives their results (in order), and returns the plan's result. A failed
 #: call fails the plan. ``Host.run_plan`` and ``SyncHost.run_plan`` drive it.
@@ -50,31 +47,57 @@ def publish_command(sharded: bool) -> str:
     return "SPUBLISH" if sharded else "PUBLISH"
 
 
-# KEYS: the in-flight counter of a process-specific channel, its owning node's pub/sub
-# channel (declared so a cluster routes the call to, and checks, that one slot).
-# ARGV: capacity, expiry (ms), payload, publish command (see publish_command).
-# Returns -1 when the channel is full, else the number of subscribers reached.
+# -- process-specific channels: a send from another node, and the owner's credit -------
+# A channel's credit key exists only while its mailbox is near capacity (the owning node
+# writes it: CREDIT); without it a send is one check and one publish.
+
+# KEYS: the channel's credit, its owning node's pub/sub channel (declared so a cluster
+# routes the call to, and checks, that one slot). ARGV: payload, publish command (see
+# publish_command). Returns -1 when the credit is used up (the channel is full), else
+# the number of subscribers reached; a send that reached nobody gives its credit back.
 SEND_TO_NODE = """
-local n = redis.call('INCR', KEYS[1])
-if n > tonumber(ARGV[1]) then
+local credit = redis.call('GET', KEYS[1])
+if credit then
+  if tonumber(credit) <= 0 then return -1 end
   redis.call('DECR', KEYS[1])
-  return -1
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-local reached = redis.call(ARGV[4], KEYS[2], ARGV[3])
-if reached == 0 then
-  redis.call('DECR', KEYS[1])
+local reached = redis.call(ARGV[2], KEYS[2], ARGV[1])
+if credit and reached == 0 then
+  redis.call('INCR', KEYS[1])
 end
 return reached
 """
 
-# KEYS[1] in-flight counter; ARGV[1] how many messages were received or dropped.
-RELEASE = """
-local left = redis.call('DECRBY', KEYS[1], ARGV[1])
-if left <= 0 then
-  redis.call('DEL', KEYS[1])
+# KEYS: credit keys of one node's channels, then the node's pub/sub channel.
+# ARGV: TTL (ms), publish command, marker ('' for none), then one operation per credit
+# key: '=<n>' sets it to n with the TTL, '+<n>' or '-<n>' adds to it if it exists, '~'
+# renews its TTL if it exists, 'x' deletes it. Publishes the marker, if any, last: the
+# node reads it after every send this call's writes did not see. Returns, per key, 1
+# when it exists after its operation, else 0.
+CREDIT = """
+local ttl, out = ARGV[1], {}
+for i = 1, #KEYS - 1 do
+  local op, key = ARGV[i + 3], KEYS[i]
+  local kind = string.sub(op, 1, 1)
+  if kind == '=' then
+    redis.call('SET', key, string.sub(op, 2), 'PX', ttl)
+    out[i] = 1
+  elseif kind == 'x' then
+    redis.call('DEL', key)
+    out[i] = 0
+  elseif kind == '~' then
+    out[i] = redis.call('PEXPIRE', key, ttl)
+  elseif redis.call('EXISTS', key) == 1 then
+    redis.call('INCRBY', key, tonumber(op))
+    out[i] = 1
+  else
+    out[i] = 0
+  end
 end
-return left
+if ARGV[3] ~= '' then
+  redis.call(ARGV[2], KEYS[#KEYS], ARGV[3])
+end
+return out
 """
 
 # KEYS[1] list of a normal channel. ARGV: capacity, expiry (ms), now (ms), payload.
@@ -774,8 +797,8 @@ return removed
 #: every re-assert step sets values; HISTORY_READ only creates a missing epoch (a second
 #: run finds it); DURABLE_ACK acknowledges ids. Not here: DURABLE_SEND and DURABLE_NEXT
 #: (a second run queues or takes a second message), SEND_TO_NODE, PUSH and
-#: HISTORY_APPEND (a second run delivers a second copy) and RELEASE (a second DECRBY frees
-#: a slot twice).
+#: HISTORY_APPEND (a second run delivers a second copy) and CREDIT (a second INCRBY
+#: counts a change twice).
 IDEMPOTENT = frozenset(
     {JOIN_GROUP, LEAVE_GROUP, JOIN_RECORD, LEAVE_RECORD, OPEN, CLOSE_RECORD, SET_METADATA,
      REGISTRY_BATCH,

@@ -186,7 +186,7 @@ class Host:
             # may have run later calls of the batch whose script it had: run the whole
             # tail again, in order, so no write overtakes an earlier one. The calls run
             # here are idempotent (registry writes, heartbeats) or come in batches of
-            # one script (RELEASE), where every call after a NOSCRIPT fails the same way.
+            # one script (CREDIT), where every call after a NOSCRIPT fails the same way.
             self._loaded.clear()
             await self._load_scripts(wire[first:])
             replies[first:] = await self._pipeline(wire[first:])

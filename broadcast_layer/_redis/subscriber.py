@@ -155,7 +155,7 @@ class Subscriber:
 
     async def _run(self) -> None:
         retrying = Retrying(self._backoff)
-        while self.state is not State.CLOSED:  # not only cancellation: see InflightRelease.run
+        while self.state is not State.CLOSED:  # not only cancellation: see Credit.run
             try:
                 await self._connect()
                 # redis-py's send (asyncio.wait_for on Python 3.11) can swallow a
