@@ -118,16 +118,24 @@ class PrometheusRecorder(Recorder):
         self._connected = self._states.labels("connected")
         self._connecting = self._states.labels("connecting")
         self._delivered_group = self._delivered.labels("group")
+        self._delivered_direct = self._delivered.labels("direct")
         self._observe_lag = self._lag.observe
+        # labels() costs about as much as the count itself: each child, once looked up,
+        # is kept (prometheus_client returns the same child for the same labels anyway).
+        self._published_by: dict[str, Any] = {}
+        self._call_observers: dict[str, Any] = {}
 
     def published(self, kind: str) -> None:
-        self._published.labels(kind).inc()
+        child = self._published_by.get(kind)
+        if child is None:
+            child = self._published_by[kind] = self._published.labels(kind)
+        child.inc()
 
     def delivered(self, kind: str, count: int) -> None:
         if kind == "group":
             self._delivered_group.inc(count)
         else:
-            self._delivered.labels(kind).inc(count)
+            self._delivered_direct.inc(count)
 
     def dropped(self, reason: str) -> None:
         self._dropped.labels(reason).inc()
@@ -159,7 +167,10 @@ class PrometheusRecorder(Recorder):
         self._observe_lag(max(0.0, time.time() - sent))
 
     def registry_call(self, call: str, started: float) -> None:
-        self._calls.labels(call).observe(time.perf_counter() - started)
+        observe = self._call_observers.get(call)
+        if observe is None:
+            observe = self._call_observers[call] = self._calls.labels(call).observe
+        observe(time.perf_counter() - started)
 
     def stamp(self, message: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(message, dict):

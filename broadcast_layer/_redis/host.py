@@ -10,13 +10,13 @@ same script calls and PUBLISH with redis-py's blocking client.
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import time
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
 from redis.asyncio import ConnectionPool
-from redis.commands.core import AsyncScript
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError, ResponseError
 
@@ -98,7 +98,7 @@ class Host:
         self.writer = OrderedWriter(self.run_all, write_timeout, batch.scope, WRITE_DEPTH)
         self.publisher = Publisher(self.client)
         self.on_master_switch(self._follow_master)
-        self._scripts: dict[str, AsyncScript] = {}
+        self._shas: dict[str, str] = {}
         self._loaded: set[str] = set()
         #: Connections pipelines reuse instead of a pool checkout each (redis-py 8's
         #: checkout costs more than a small pipeline); at most WRITE_DEPTH.
@@ -125,23 +125,57 @@ class Host:
         if isinstance(self.subscriber, Subscriber):
             await self.subscriber.reconnect()
 
-    def _script(self, source: str) -> AsyncScript:
-        script = self._scripts.get(source)
-        if script is None:
-            script = self._scripts[source] = self.client.register_script(source)
-        return script
+    def _sha(self, source: str) -> str:
+        sha = self._shas.get(source)
+        if sha is None:
+            sha = self._shas[source] = hashlib.sha1(source.encode()).hexdigest()
+        return sha
 
     async def run(self, call: Call[T]) -> T:
         """Run one script call now, retried as retry.py allows (``call.idempotent``)."""
-        run = functools.partial(
-            self._script(call.script), keys=list(call.keys), args=list(call.args)
-        )
         recorder = _metrics.recorder
         started = time.perf_counter() if recorder.enabled else 0.0
-        reply = await retry.call(run, idempotent=call.idempotent, what="EVALSHA")
+        reply = await retry.call(functools.partial(self._evalsha, call),
+                                 idempotent=call.idempotent, what="EVALSHA")  # fmt: skip
         if recorder.enabled:
             recorder.registry_call(script_name(call.script), started)
         return call.parse(reply)
+
+    async def _evalsha(self, call: Call[Any]) -> Any:
+        # EVALSHA directly: redis-py's script objects check their arguments for deprecated
+        # names on every call, a tenth of a send's CPU. NOSCRIPT means Redis lost its
+        # scripts (a restart, SCRIPT FLUSH) and ran nothing: load it and run it again.
+        command = ("EVALSHA", self._sha(call.script), len(call.keys), *call.keys, *call.args)
+        try:
+            return await self._command(command)
+        except NoScriptError:
+            await self.client.script_load(call.script)
+            return await self._command(command)
+
+    async def _command(self, command: tuple[Any, ...]) -> Any:
+        """One command on a kept connection, as :meth:`_pipeline_once` sends several: a
+        pool checkout (redis-py's lock, observability hooks and argument check) costs
+        about a quarter of a lone send's CPU."""
+        connection, switches = await self._take()
+        try:
+            await connection.send_command(*command)
+            reply = await connection.read_response()
+        except ResponseError:  # an error reply: the connection is still in step
+            await self._give_back(connection, switches)
+            raise
+        except BaseException:
+            await connection.disconnect(nowait=True)  # a reply may be left unread
+            await self.client.connection_pool.release(connection)
+            raise
+        await self._give_back(connection, switches)
+        return reply
+
+    async def _take(self) -> tuple[Any, int]:
+        """A kept connection, else one from the pool; and the master switches so far."""
+        switches = self._switches
+        if self._kept:
+            return self._kept.pop(), switches
+        return await self.client.connection_pool.get_connection(*_CHECKOUT_ARGS), switches
 
     async def run_plan(self, plan: Plan[T]) -> T:
         """Run a plan's steps in turn: a step of one call as :meth:`run`, a larger one in
@@ -161,6 +195,13 @@ class Host:
     async def _load(self, source: str) -> None:
         load = functools.partial(self.client.script_load, source)
         await retry.call(load, idempotent=True, what="SCRIPT LOAD")
+
+    async def load(self, sources: set[str]) -> None:
+        """Load scripts for :meth:`run_all` ahead of their first batch (which then takes one
+        round trip instead of two); raises redis-py's errors like any call."""
+        for source in sources - self._loaded:
+            await self._load(source)
+            self._loaded.add(source)
 
     async def run_all(self, calls: list[Call[Any]]) -> list[Any]:
         """Run calls in one pipeline (one round trip); a failed call's entry is its exception.
@@ -196,9 +237,7 @@ class Host:
     _slot: Callable[[Call[Any]], Hashable] | None = None
 
     async def _load_scripts(self, calls: list[Call[Any]]) -> None:
-        for source in {call.script for call in calls} - self._loaded:
-            await self._load(source)
-            self._loaded.add(source)
+        await self.load({call.script for call in calls})
 
     async def _pipeline(self, calls: list[Call[Any]]) -> list[Any]:
         idempotent = all(call.idempotent for call in calls)
@@ -212,11 +251,10 @@ class Host:
         bookkeeping per command (command stack, callbacks, timing records) cost more
         than the calls; hiredis packs the command in C when it is installed.
         """
-        commands = [("EVALSHA", self._script(call.script).sha, len(call.keys), *call.keys,
+        commands = [("EVALSHA", self._sha(call.script), len(call.keys), *call.keys,
                      *call.args) for call in calls]  # fmt: skip
         pool = self.client.connection_pool
-        switches = self._switches
-        connection = self._kept.pop() if self._kept else await pool.get_connection(*_CHECKOUT_ARGS)
+        connection, switches = await self._take()
         try:
             if _pack is None:
                 await connection.send_packed_command(connection.pack_commands(commands))
@@ -232,13 +270,19 @@ class Host:
             await connection.disconnect(nowait=True)  # replies may be left unread
             await pool.release(connection)
             raise
-        # Never every connection of a small pool: single calls need one too.
+        await self._give_back(connection, switches)
+        return replies
+
+    async def _give_back(self, connection: Any, switches: int) -> None:
+        """Keep a connection for the next call, or return it to the pool (which moves it
+        to a new master when it is taken again)."""
+        pool = self.client.connection_pool
+        # Never every connection of a small pool: a call that finds none kept needs one.
         keep = min(WRITE_DEPTH, pool.max_connections - 1)
         if len(self._kept) < keep and switches == self._switches:
             self._kept.append(connection)
-        else:  # the pool moves a connection to a new master when it is taken again
+        else:
             await pool.release(connection)
-        return replies
 
     async def _return_kept(self) -> None:
         """Give the connections pipelines kept back to the pool, and those in use now
@@ -269,7 +313,10 @@ class _RedisPyPipeline:
     """Runs a batch with redis-py's pipeline (the cluster client's routes it per master)."""
 
     client: Any
-    _script: Callable[[str], AsyncScript]
+    _sha: Callable[[str], str]
+
+    async def _command(self, command: tuple[Any, ...]) -> Any:
+        return await self.client.execute_command(*command)  # routed by its keys
 
     async def _pipeline_once(self, calls: list[Call[Any]]) -> list[Any]:
         # EVALSHA directly: redis-py's script objects would add a SCRIPT EXISTS round trip.
@@ -277,7 +324,7 @@ class _RedisPyPipeline:
             for call in calls:
                 # execute_command: redis-py's cluster pipeline refuses its evalsha method,
                 # though it routes EVALSHA by its keys like any keyed command.
-                pipe.execute_command("EVALSHA", self._script(call.script).sha, len(call.keys),
+                pipe.execute_command("EVALSHA", self._sha(call.script), len(call.keys),
                                      *call.keys, *call.args)  # fmt: skip
             replies: list[Any] = await pipe.execute(raise_on_error=False)
             return replies
@@ -307,7 +354,7 @@ class ClusterHost(_RedisPyPipeline, Host):
         self.writer = OrderedWriter(self.run_all, write_timeout, batch.scope, WRITE_DEPTH)
         self.publisher = Publisher(self.client, publish_command(sharded=True),
                                    route=self._owner)  # fmt: skip
-        self._scripts = {}
+        self._shas = {}
         self._loaded = set()
 
     @staticmethod
