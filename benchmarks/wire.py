@@ -39,6 +39,11 @@ def install() -> None:
     _wrap_sync_pack_many(sync_connection.AbstractConnection)  # does not call pack_command
     _wrap_async_send(async_connection.AbstractConnection)
     _wrap_sync_send(sync_connection.AbstractConnection)
+    # broadcast_layer's guarded connections write most commands themselves (without
+    # redis-py's wait_for task) instead of through send_packed_command: count those too.
+    from broadcast_layer._redis import clients
+
+    _wrap_async_send(clients._AsyncGuard, "_write")
     _wrap_layer_pack()
 
 
@@ -80,15 +85,15 @@ def _wrap_sync_pack_many(cls: Any) -> None:
     cls.pack_commands = pack_commands
 
 
-def _wrap_async_send(cls: Any) -> None:
-    original = cls.send_packed_command
+def _wrap_async_send(cls: Any, name: str = "send_packed_command") -> None:
+    original = getattr(cls, name)
 
     @functools.wraps(original)
     async def send_packed_command(self: Any, *args: Any, **kwargs: Any) -> Any:
         counts["round_trips"] += 1
         return await original(self, *args, **kwargs)
 
-    cls.send_packed_command = send_packed_command
+    setattr(cls, name, send_packed_command)
 
 
 def _wrap_sync_send(cls: Any) -> None:

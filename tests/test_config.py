@@ -85,10 +85,10 @@ async def test_flush_deletes_only_its_own_keys_beside_prefixes_that_start_alike(
     make_layer, redis_client, prefix
 ):
     async def populate(site: str) -> None:
-        owner, other = make_layer(prefix=site), make_layer(prefix=site)
+        owner = make_layer(prefix=site, channel_capacity={"small.*": 2})
         channel = await owner.new_channel()
         await owner.group_add("lobby", channel)  # registry keys, node keys
-        await other.send(channel, {"type": "m"})  # an in-flight counter
+        await owner.new_channel("small")  # a channel's credit (counted from the start)
         await owner.send("worker.q", {"type": "m"})  # a queue
 
     def keys(site: str) -> set[bytes]:
@@ -98,7 +98,7 @@ async def test_flush_deletes_only_its_own_keys_beside_prefixes_that_start_alike(
     for site in sites:
         await populate(site)
     kinds = {key.split(b":")[1] for key in keys(sites[1])}
-    assert {b"queue", b"inflight", b"members", b"{rooms}", b"nodes", b"node"} <= kinds
+    assert {b"queue", b"credit", b"members", b"{rooms}", b"nodes", b"node"} <= kinds
     others = {site: keys(site) for site in sites[1:]}
     await make_layer(prefix=prefix).flush()
     assert keys(prefix) == set()

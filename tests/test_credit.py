@@ -247,5 +247,5 @@ async def test_after_a_pub_sub_reconnect_every_key_is_written_again(
 
 
 def test_the_slack_and_the_limit() -> None:
-    assert [slack(c) for c in (1, 16, 64, 100, 1000)] == [MIN_SLACK] * 3 + [25, 250]
-    assert limit(100) == 225  # two capacities and the slack
+    assert [slack(c) for c in (1, 16, 32, 100, 1000)] == [MIN_SLACK] * 3 + [50, 500]
+    assert limit(100) == 250  # two capacities and the slack

@@ -22,7 +22,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from .._protocol import records
+from .._protocol import records, scripts
 from .._redis import retry
 from .._redis.errors import CONNECTION_ERRORS
 from .._redis.host import Host
@@ -43,7 +43,7 @@ Op = tuple[str, str]
 def slack(capacity: int) -> int:
     """Sends to a channel of ``capacity`` that may be on their way, uncounted, when its
     node starts counting, without the channel going past its capacity."""
-    return max(MIN_SLACK, capacity // 4)
+    return max(MIN_SLACK, capacity // 2)
 
 
 def limit(capacity: int) -> int:
@@ -160,6 +160,11 @@ class Credit:
         # swallow a CancelledError that lands inside execute().
         core = self._core
         retrying = retry.Retrying(core.config.reconnect_backoff)
+        try:  # so the first write, when a channel fills, is one round trip
+            await self._host().load({scripts.CREDIT})
+        except CONNECTION_ERRORS as exc:  # the first write loads it
+            raise_if_cancelled()
+            logger.debug("Could not load the CREDIT script yet: %s", exc)
         while not core.closed:
             await self._wanted.wait()
             self._wanted.clear()
