@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import textwrap
@@ -46,6 +47,29 @@ def test_several_loops_in_threads_share_one_layer(redis_url, prefix):
         thread.join(30)
     assert not errors
     assert len(layer.nodes) == 0
+
+
+async def test_a_loop_ends_at_once_right_after_its_node_started(redis_url, prefix):
+    """A fresh loop whose only call starts its node (to hear the owner's answer) ends
+    with the node's background loops making their first Redis calls: asyncio.run()
+    cancels them, and none may swallow the cancellation and keep that loop waiting."""
+    owner = BroadcastChannelLayer(hosts=[redis_url], prefix=prefix)
+    channel = await owner.new_channel()
+    layer = BroadcastChannelLayer(hosts=[redis_url], prefix=prefix)
+
+    def ask() -> None:
+        assert asyncio.run(layer.disconnect(channel)) is True
+
+    try:
+        for _ in range(5):
+            thread = threading.Thread(target=ask, daemon=True)
+            thread.start()
+            await asyncio.to_thread(thread.join, 30)
+            assert not thread.is_alive(), "the loop never finished closing"
+            assert (await owner.receive(channel))["type"] == "broadcast.disconnect"
+        assert len(layer.nodes) == 0
+    finally:
+        await owner.close()
 
 
 def test_no_pending_task_or_unclosed_connection_warnings_at_exit(redis_url, prefix):

@@ -163,8 +163,11 @@ class Credit:
         try:  # so the first write, when a channel fills, is one round trip
             await self._host().load({scripts.CREDIT})
         except CONNECTION_ERRORS as exc:  # the first write loads it
-            raise_if_cancelled()
             logger.debug("Could not load the CREDIT script yet: %s", exc)
+        # A cancellation redis-py swallowed (Python 3.11's wait_for, in the handshake of
+        # a new connection, can) would leave this task waiting below for ever, and
+        # asyncio.run() waiting for it: the node's first call often runs as its loop ends.
+        raise_if_cancelled()
         while not core.closed:
             await self._wanted.wait()
             self._wanted.clear()
@@ -181,6 +184,7 @@ class Credit:
                                exc, delay)  # fmt: skip
                 await asyncio.sleep(delay)  # backoff during an outage, not a poll
                 continue
+            raise_if_cancelled()
             retrying.reset()
             self._check(ops, results)
 
