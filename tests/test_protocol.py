@@ -14,7 +14,7 @@ import pytest
 
 from broadcast_layer.contrib.embedded import find_redis_server
 
-from .conftest import within
+from .conftest import eventually, within
 
 
 @pytest.fixture
@@ -52,6 +52,31 @@ async def test_msgpack_group_and_process_specific_channel(make_layer, redis_clie
     payload = channel.encode() + b"\n" + msgpack.packb({"type": "direct"})
     assert redis_client.publish(f"{prefix}:node:{node_id}", payload) == 1
     assert await within(layer.receive(channel)) == {"type": "direct"}
+
+
+async def test_the_send_script_refuses_a_full_channel_as_documented(
+    make_layer, redis_client, prefix
+):
+    from broadcast_layer._protocol.scripts import SEND_TO_NODE
+
+    layer = make_layer(capacity=1)  # a small channel: counted from the start
+    channel = await layer.new_channel()
+    node_id = channel[channel.rindex(".", 0, channel.index("!")) + 1 : channel.index("!")]
+    keys = [f"{prefix}:credit:{{{channel}}}", f"{prefix}:node:{node_id}"]
+
+    def send(n: int) -> int:
+        frame = channel.encode() + b"\n" + msgpack.packb({"type": "direct", "n": n})
+        return int(redis_client.eval(SEND_TO_NODE, 2, *keys, frame, "PUBLISH"))
+
+    assert send(1) == 1  # one node reached
+    assert send(2) == -1  # full
+    assert await within(layer.receive(channel)) == {"type": "direct", "n": 1}
+
+    def sent_again() -> bool:
+        return send(3) == 1
+
+    await eventually(sent_again)  # the owner gave the credit back
+    assert await within(layer.receive(channel)) == {"type": "direct", "n": 3}
 
 
 async def test_rpush_to_a_normal_channel(make_layer, redis_client, prefix):
