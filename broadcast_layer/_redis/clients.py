@@ -110,7 +110,9 @@ class _AsyncGuard(AsyncAbstractConnection):
         return self._readable()
 
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        if self.is_connected and not self._handshaking and self._closed_by_peer():
+        # check_health=False: another task reads this socket (a pub/sub connection), so
+        # unread data is its business, not a sign of a connection the server closed.
+        if check_health and self.is_connected and not self._handshaking and self._closed_by_peer():
             logger.debug("Pooled connection closed by the server while idle; reconnecting")
             await self.disconnect(nowait=True)
         if not self.is_connected:
@@ -128,7 +130,9 @@ class _AsyncGuard(AsyncAbstractConnection):
 
         redis-py bounds each write with ``asyncio.wait_for``, which runs the write as a
         task of its own: a tenth of a command's CPU. The kernel takes a small command at
-        once; only a write that leaves data buffered waits, under ``asyncio.timeout``.
+        once, and ``drain()`` then returns at once (raising if the connection was lost);
+        only a write that leaves data buffered can block, so only that one is bounded,
+        with ``asyncio.timeout``.
         """
         writer: Any = getattr(self, "_writer")  # noqa: B009 - redis-py's private stream
         try:
@@ -140,6 +144,8 @@ class _AsyncGuard(AsyncAbstractConnection):
             if writer.transport.get_write_buffer_size():
                 async with asyncio.timeout(self.socket_timeout):
                     await writer.drain()
+            else:
+                await writer.drain()
         except TimeoutError:
             await self.disconnect(nowait=True)
             raise redis.exceptions.TimeoutError("Timeout writing to socket") from None
