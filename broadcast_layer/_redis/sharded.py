@@ -29,6 +29,7 @@ from redis.exceptions import MovedError, RedisClusterException, ResponseError
 
 from ..exceptions import RedisUnavailable
 from . import retry
+from .clients import pass_pushes_through
 from .errors import CONNECTION_ERRORS
 from .retry import DEFAULT_BACKOFF, Backoff, Retrying, raise_if_cancelled
 
@@ -501,6 +502,7 @@ class ShardedSubscriber:
             if node is None:
                 raise RedisClusterException(f"{address} is not in the slot map")
             connection = node.connection_class(**node.connection_kwargs)
+            pass_pushes_through(connection)
             shard = self._shards[address] = _Shard(address, connection, self, self._backoff)
         return shard
 

@@ -20,7 +20,7 @@ from channels_redis.utils import create_pool
 
 from .. import _metrics
 from ..exceptions import RedisUnavailable
-from .clients import close_pool
+from .clients import close_pool, pass_pushes_through
 from .errors import CONNECTION_ERRORS
 from .retry import DEFAULT_BACKOFF, Backoff, Retrying, raise_if_cancelled
 
@@ -201,6 +201,7 @@ class Subscriber:
         async with self._lock:
             await self._disconnect()  # one left by a reader stopped by close_if_unused()
             conn = self._pool.make_connection()
+            pass_pushes_through(conn)
             await conn.connect()
             self._conn = conn
             self._asked = self._answered = 0
