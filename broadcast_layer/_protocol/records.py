@@ -7,6 +7,7 @@ record types, are built in ``broadcast_layer/registry.py``.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -246,10 +247,19 @@ def channel_send(
         stamped = b"%013d" % int(time.time() * 1000) + data
         args = [capacity, expiry_ms, stamped[:13], stamped]
         return channel, Call(scripts.PUSH, [keys.queue(channel)], args, _full_if(0, channel))
-    payload = channel.encode() + b"\n" + data
-    call_keys = [keys.credit(channel), keys.node_channel(owner)]
-    args = [payload, publish_command(keys.cluster)]
-    return owner, Call(scripts.SEND_TO_NODE, call_keys, args, _full_if(-1, channel))
+    head, call_keys, full = _to_node(keys, channel, owner)
+    args = [head + data, publish_command(keys.cluster)]
+    return owner, Call(scripts.SEND_TO_NODE, call_keys, args, full)
+
+
+@functools.lru_cache(maxsize=4096)
+def _to_node(
+    keys: Keys, channel: str, owner: str
+) -> tuple[bytes, tuple[str, str], Callable[[Any], int]]:
+    """What every send to one process-specific channel shares (a sender's few hot
+    channels are looked up, not rebuilt): the payload's head, the keys, the parser."""
+    head = channel.encode() + b"\n"
+    return head, (keys.credit(channel), keys.node_channel(owner)), _full_if(-1, channel)
 
 
 def credit(
