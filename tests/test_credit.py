@@ -6,14 +6,14 @@ sends on their way. The node counts from ``capacity - slack`` letters on, so a s
 faster than the node sees ChannelFull at capacity exactly; sends accepted before the
 node's count reached Redis overshoot it and are kept, up to ``limit(capacity)`` letters.
 The credit key exists only while the channel is near capacity and never outlives its
-node. Real redis-server processes throughout, a Redis Cluster for the cluster variants.
+node. Real redis-server processes throughout; the tests marked ``on_both`` run on the
+session's local Redis Cluster too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,26 +24,11 @@ from broadcast_layer import BroadcastChannelLayer
 from broadcast_layer._node.credit import MIN_SLACK, limit, slack
 
 from . import faults
-from .conftest import eventually, nothing_arrives, within
+from .conftest import eventually, nothing_arrives, on_both, within
 
 Layers = Callable[..., BroadcastChannelLayer]
 #: Above MIN_SLACK: such a channel starts uncounted (a send is one check and a publish).
 CAPACITY = 40
-
-
-@pytest.fixture(params=["standalone", "cluster"])
-def deployment(
-    request: pytest.FixtureRequest, make_layer: Layers, redis_url: str
-) -> Iterator[tuple[Layers, Any]]:
-    """Layers on one Redis or on the session's Redis Cluster, and a client reading keys."""
-    if request.param == "cluster":
-        cluster = request.getfixturevalue("redis_cluster")
-        client: Any = redis.RedisCluster.from_url(cluster.url)
-        yield functools.partial(make_layer, hosts=[cluster.url], cluster=True), client
-    else:
-        client = redis.Redis.from_url(redis_url)
-        yield make_layer, client
-    client.close()
 
 
 def key_of(layer: BroadcastChannelLayer, channel: str) -> str:
@@ -70,23 +55,23 @@ async def receive_numbers(layer: BroadcastChannelLayer, channel: str, count: int
     return [(await within(layer.receive(channel)))["n"] for _ in range(count)]
 
 
+@on_both
 async def test_a_stalled_remote_channel_refuses_past_capacity_and_takes_sends_once_drained(
-    deployment: tuple[Layers, Any],
+    make_layer: Layers, redis_client: Any
 ) -> None:
-    layers, client = deployment
-    owner, sender = layers(capacity=CAPACITY), layers()
+    owner, sender = make_layer(capacity=CAPACITY), make_layer()
     channel = await owner.new_channel()
     accepted = await send_until_full(sender, channel, limit(CAPACITY) + 1)
     # At capacity, unless sends overtook the node's count (the documented overshoot).
     assert CAPACITY <= len(accepted) <= limit(CAPACITY)
-    assert int(client.get(key_of(owner, channel))) <= 0
+    assert int(redis_client.get(key_of(owner, channel))) <= 0
     with pytest.raises(ChannelFull):
         await sender.send(channel, {"type": "m", "n": -1})
     # Nothing accepted is lost, and the order holds.
     assert await receive_numbers(owner, channel, len(accepted)) == accepted
     await nothing_arrives(owner, channel)
     # Drained: the count goes, and sends are one check and a publish again.
-    await eventually(lambda: not client.exists(key_of(owner, channel)))
+    await eventually(lambda: not redis_client.exists(key_of(owner, channel)))
     await sender.send(channel, {"type": "m", "n": 99})
     assert (await within(owner.receive(channel)))["n"] == 99
     assert owner.stats().dropped == 0
@@ -122,15 +107,15 @@ async def test_a_sender_no_faster_than_the_owner_is_refused_at_capacity_exactly(
     assert await receive_numbers(owner, channel, CAPACITY) == list(range(1, CAPACITY + 1))
 
 
+@on_both
 async def test_a_small_channel_is_counted_from_the_start_even_against_a_burst(
-    deployment: tuple[Layers, Any],
+    make_layer: Layers, redis_client: Any
 ) -> None:
     capacity = 5
     assert capacity <= slack(capacity)  # counted before its name is handed out
-    layers, client = deployment
-    owner, sender = layers(capacity=capacity), layers()
+    owner, sender = make_layer(capacity=capacity), make_layer()
     channel = await owner.new_channel()
-    assert int(client.get(key_of(owner, channel))) == capacity
+    assert int(redis_client.get(key_of(owner, channel))) == capacity
     # A cluster client's first calls, made concurrently, can fail while it discovers the
     # cluster (on main before this change too): let it discover it first.
     await sender.ping()

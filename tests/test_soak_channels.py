@@ -93,4 +93,4 @@ async def test_made_and_dropped_channels_leave_memory_and_redis_flat(
         assert s.records <= bound
         assert s.members <= bound
         assert s.channels <= bound
-        assert s.keys <= 100  # groups, indices, node records, in-flight counters
+        assert s.keys <= 100  # groups, indices, node records, credit keys
