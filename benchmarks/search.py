@@ -41,7 +41,7 @@ def fill(client: redis.Redis, keys: Keys, names: list[str]) -> None:
         client.zadd(keys.rooms_by_size(), dict.fromkeys(chunk, 1))
 
 
-def usec_per_call(client: redis.Redis, registry: SyncRegistry, pattern: str) -> tuple[float, int]:
+def usec_per_page(client: redis.Redis, registry: SyncRegistry, pattern: str) -> tuple[float, int]:
     """Redis's time per ``rooms()`` page while paging through a whole search, and the pages.
 
     Each page is two EVALSHA (the reap, then ROOMS), so the time is divided by the pages
@@ -74,8 +74,8 @@ def main() -> None:
         rows = []
         fill(client, keys, ["a" * 36 + f"{i:04d}" for i in range(200)])
         for pattern in (HOSTILE, "*a*a*a*a*a*a*a*a*1*"):
-            per_call, calls = usec_per_call(client, registry, pattern)
-            rows.append((f"`{pattern}`, 200 rooms of 40 characters", per_call, calls))
+            per_page, pages = usec_per_page(client, registry, pattern)
+            rows.append((f"`{pattern}`, 200 rooms of 40 characters", per_page, pages))
         for old in ("^.*a.*a.*a.*b$", "^.*a.*a.*a.*a.*b$"):
             start = time.perf_counter()
             client.eval(OLD_MATCH, 1, keys.rooms_by_name(), old)
@@ -84,21 +84,21 @@ def main() -> None:
 
         fill(client, keys, ["a" * 60 + f"b{i:03d}" for i in range(1000)])
         worst = "*" + "?a" * 15 + "?b*"  # passes the literal checks, backtracks at every start
-        per_call, calls = usec_per_call(client, registry, worst)
-        rows.append((f"`{worst}`, 1,000 rooms of 64 characters", per_call, calls))
+        per_page, pages = usec_per_page(client, registry, worst)
+        rows.append((f"`{worst}`, 1,000 rooms of 64 characters", per_page, pages))
 
         names = [f"room-{i:06d}" for i in range(100_000)] + [f"chat.{i}" for i in range(20)]
         fill(client, keys, names)
         for pattern in ("chat.*", "*chat*", "*help*", "room-0999*"):
-            per_call, calls = usec_per_call(client, registry, pattern)
-            rows.append((f"`{pattern}`, 100,020 rooms (whole search)", per_call, calls))
+            per_page, pages = usec_per_page(client, registry, pattern)
+            rows.append((f"`{pattern}`, 100,020 rooms (whole search)", per_page, pages))
         registry.close()
         client.close()
 
     print("| search | Redis time per page | pages |")
     print("|---|---|---|")
-    for label, per_call, calls in rows:
-        print(f"| {label} | {per_call / 1000:.2f} ms | {calls} |")
+    for label, per_page, pages in rows:
+        print(f"| {label} | {per_page / 1000:.2f} ms | {pages} |")
 
 
 if __name__ == "__main__":
