@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 from io import BytesIO, StringIO, TextIOWrapper
@@ -362,13 +363,18 @@ async def test_rooms_lists_rooms_members_and_nodes(nodes, manage):
     assert {nodes[0].node_id, nodes[1].node_id} <= {n["id"] for n in node_json["nodes"]}
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """A shell that runs the suite in the background (CI) passes SIGINT on ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 async def test_rooms_watch_refreshes_in_place(nodes, redis_url, prefix):
     await members_on_two_nodes(nodes)
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "REDIS_URL": redis_url,
            "BROADCAST_TEST_PREFIX": prefix}  # fmt: skip
     process = await asyncio.create_subprocess_exec(
         sys.executable, "manage.py", "rooms", "--watch", "0.1", cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, preexec_fn=_sigint_as_in_a_terminal,
     )  # fmt: skip
     output = b""
     async with asyncio.timeout(20):
