@@ -16,7 +16,7 @@ from broadcast_layer._redis.writer import OrderedWriter
 from broadcast_layer.layer import BroadcastChannelLayer
 
 from . import faults
-from .conftest import eventually, within
+from .conftest import NO_TICKS, eventually, within
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
 
 
 async def test_the_writes_of_one_pipeline_share_one_script_call(make_layer, sent):
-    layer: BroadcastChannelLayer = make_layer()
+    layer: BroadcastChannelLayer = make_layer(**NO_TICKS)
     channel = await layer.new_channel()
     node = layer.nodes.current()
     calls, node_id = node.core.calls, node.id
@@ -62,7 +62,7 @@ async def test_the_writes_of_one_pipeline_share_one_script_call(make_layer, sent
 
 
 async def test_a_failing_write_fails_alone(make_layer, redis_client: redis.Redis, prefix, sent):
-    layer: BroadcastChannelLayer = make_layer()
+    layer: BroadcastChannelLayer = make_layer(**NO_TICKS)
     channel = await layer.new_channel()
     node = layer.nodes.current()
     calls = node.core.calls
@@ -79,7 +79,7 @@ async def test_a_failing_write_fails_alone(make_layer, redis_client: redis.Redis
 
 
 async def test_group_add_through_the_writer_is_one_call_per_pipeline(make_layer, sent):
-    layer: BroadcastChannelLayer = make_layer()
+    layer: BroadcastChannelLayer = make_layer(**NO_TICKS)
     channels = [await layer.new_channel() for _ in range(40)]
     sent.clear()
     await asyncio.gather(*(layer.group_add(f"g{i % 4}", channel)
@@ -118,7 +118,7 @@ async def test_writes_for_other_channels_overlap_and_one_channels_keep_their_ord
 ):
     """Pipelines of writes for different channels are in flight together; a write for a
     channel in flight, or one without a channel (a heartbeat), waits for them."""
-    layer: BroadcastChannelLayer = make_layer()
+    layer: BroadcastChannelLayer = make_layer(**NO_TICKS)
     first, second = await layer.new_channel(), await layer.new_channel()
     await layer.group_add("warm", first)  # the group's subscription is not what waits
     node = layer.nodes.current()
@@ -140,7 +140,7 @@ async def test_writes_for_other_channels_overlap_and_one_channels_keep_their_ord
 async def test_a_write_submitted_after_close_is_settled_not_left_pending(make_layer):
     """A closed writer runs nothing: a late write is cancelled at once instead of left
     for a caller to await for ever, and an empty submission is refused."""
-    layer: BroadcastChannelLayer = make_layer()
+    layer: BroadcastChannelLayer = make_layer(**NO_TICKS)
     await layer.new_channel()
     node = layer.nodes.current()
     host = node.core.host_for(node.id)
