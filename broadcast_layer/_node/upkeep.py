@@ -55,6 +55,9 @@ class Upkeep:
             except Exception as exc:  # not only connection errors: a dead loop is a dead node
                 raise_if_cancelled()
                 logger.warning("Heartbeat failed (%s); retrying in %.1fs", exc, interval)
+            # A cancellation redis-py swallowed in a tick that then succeeded would keep
+            # this loop ticking, and asyncio.run() waiting for it (see Credit.run).
+            raise_if_cancelled()
 
     async def _tick(self, now: float) -> None:
         core, registry = self._core, self._registry
