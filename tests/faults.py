@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import subprocess
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -64,11 +65,23 @@ def writes_paused(url: str, seconds: float = 30.0) -> Iterator[redis.Redis]:
         client.close()
 
 
-def blocked_on(url: str, *commands: str) -> int:
-    """How many clients are blocked in one of ``commands`` (for example held by a pause)."""
+def named_host(url: str) -> tuple[dict[str, str], str]:
+    """A host entry whose connections carry a unique ``CLIENT SETNAME``, so a test can
+    count its own layer's clients apart from any other on the same server."""
+    name = "test-" + uuid.uuid4().hex[:8]
+    return {"address": url, "client_name": name}, name
+
+
+def blocked_on(url: str, *commands: str, name: str | None = None) -> int:
+    """How many clients (only those named ``name``, if given) are blocked in one of
+    ``commands``, for example held by a pause."""
     client = redis.Redis.from_url(url)
     try:
-        return sum(1 for c in client.client_list() if "b" in c["flags"] and c["cmd"] in commands)
+        return sum(
+            1
+            for c in client.client_list()
+            if "b" in c["flags"] and c["cmd"] in commands and name in (None, c["name"])
+        )
     finally:
         client.close()
 

@@ -118,19 +118,22 @@ async def test_writes_for_other_channels_overlap_and_one_channels_keep_their_ord
 ):
     """Pipelines of writes for different channels are in flight together; a write for a
     channel in flight, or one without a channel (a heartbeat), waits for them."""
-    layer: BroadcastChannelLayer = make_layer(**NO_TICKS)
+    host, name = faults.named_host(redis_url)  # only this layer's clients are counted
+    layer: BroadcastChannelLayer = make_layer(hosts=[host], **NO_TICKS)
     first, second = await layer.new_channel(), await layer.new_channel()
     await layer.group_add("warm", first)  # the group's subscription is not what waits
     node = layer.nodes.current()
     with faults.writes_paused(redis_url):
         joins = [asyncio.create_task(layer.group_add("room", first))]
-        await eventually(lambda: faults.blocked_on(redis_url, "evalsha") == 1)
+        await eventually(lambda: faults.blocked_on(redis_url, "evalsha", name=name) == 1)
         joins.append(asyncio.create_task(layer.group_add("room", second)))
-        await eventually(lambda: faults.blocked_on(redis_url, "evalsha") == 2)  # overlapping
+        await eventually(
+            lambda: faults.blocked_on(redis_url, "evalsha", name=name) == 2
+        )  # overlapping
         later = asyncio.create_task(layer.group_discard("room", first))  # first's: waits
         beat = node.registry.submit(node.core.calls.heartbeat(node.id, 0.0, 2))  # waits too
         await asyncio.sleep(0.2)  # nothing else may be sent meanwhile (a bounded wait)
-        assert faults.blocked_on(redis_url, "evalsha") == 2
+        assert faults.blocked_on(redis_url, "evalsha", name=name) == 2
         assert not later.done()
     await within(asyncio.gather(*joins, later, beat))
     assert [m.channel for m in await layer.registry.members("room")] == [second]

@@ -10,7 +10,6 @@ import asyncio
 import logging
 import threading
 import time
-import uuid
 
 import pytest
 import redis
@@ -23,12 +22,6 @@ from broadcast_layer.registry import RegistryCalls
 
 from . import faults
 from .conftest import NO_TICKS, eventually, within
-
-
-def _named_host(url: str) -> tuple[dict[str, str], str]:
-    """A host entry whose connections carry a unique CLIENT SETNAME, to count them."""
-    name = "pooltest-" + uuid.uuid4().hex[:8]
-    return {"address": url, "client_name": name}, name
 
 
 def _clients(redis_client, name: str, command: str | None = None) -> int:
@@ -75,7 +68,7 @@ async def test_fifty_concurrent_reads_over_two_connections_share_one_read_per_ba
 async def test_fifty_different_calls_wait_for_two_connections_and_all_succeed(
     make_layer, redis_url, redis_client, caplog
 ):
-    host, name = _named_host(redis_url)
+    host, name = faults.named_host(redis_url)
     layer = make_layer(hosts=[host], max_connections=2, pool_timeout=30)
     queues = [f"pool-queue-{n}" for n in range(50)]
     await within(asyncio.gather(*(layer.send(q, {"type": "m", "q": q}) for q in queues)), 60)
@@ -94,7 +87,7 @@ async def test_fifty_different_calls_wait_for_two_connections_and_all_succeed(
 async def test_pool_exhausted_is_raised_only_after_pool_timeout(
     make_layer, redis_url, redis_client
 ):
-    host, name = _named_host(redis_url)
+    host, name = faults.named_host(redis_url)
     layer = make_layer(hosts=[host], max_connections=1, pool_timeout=0.3)
     # A receive on an empty normal channel holds the only connection in BLPOP.
     holder = asyncio.ensure_future(layer.receive("pool-nothing-comes"))
@@ -116,7 +109,7 @@ def test_sync_clients_wait_for_a_connection_then_raise_pool_exhausted(
 ):
     layer = BroadcastChannelLayer(hosts=[redis_url], prefix=prefix)
     calls = RegistryCalls(layer.config)
-    spec, name = _named_host(redis_url)
+    spec, name = faults.named_host(redis_url)
     host = SyncHost(spec, PoolLimits(max_connections=2, timeout=30))
     errors: list[BaseException] = []
 
@@ -173,12 +166,15 @@ def test_a_host_entry_max_connections_wins_over_config(redis_url):
 async def test_pipelines_never_keep_every_connection_of_a_small_pool(make_layer, redis_url):
     """The registry writer keeps connections between pipelines; with a pool of two it
     keeps at most one, so a single call afterwards still gets a connection at once."""
-    layer = make_layer(max_connections=2, pool_timeout=0.5)
+    host, name = faults.named_host(redis_url)
+    layer = make_layer(hosts=[host], max_connections=2, pool_timeout=0.5, **NO_TICKS)
     first, second = await layer.new_channel(), await layer.new_channel()
     await layer.group_add("warm", first)
     with faults.writes_paused(redis_url):  # two pipelines in flight: both connections
-        joins = [asyncio.create_task(layer.group_add("room", c)) for c in (first, second)]
-        await eventually(lambda: faults.blocked_on(redis_url, "evalsha") == 2)
+        joins = [asyncio.create_task(layer.group_add("room", first))]
+        await eventually(lambda: faults.blocked_on(redis_url, "evalsha", name=name) == 1)
+        joins.append(asyncio.create_task(layer.group_add("room", second)))  # not batched in
+        await eventually(lambda: faults.blocked_on(redis_url, "evalsha", name=name) == 2)
     await within(asyncio.gather(*joins))
     await within(layer.send("pool-queue", {"type": "after.pipelines"}))
     assert await within(layer.receive("pool-queue")) == {"type": "after.pipelines"}
