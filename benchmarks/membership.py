@@ -63,8 +63,8 @@ def seed_rooms(url: str, prefix: str, count: int) -> float:
     client = redis.Redis.from_url(url)
     started = time.monotonic()
     try:
-        registered = {source: client.register_script(source)
-                      for source in (scripts.JOIN_GROUP, scripts.JOIN_RECORD)}  # fmt: skip
+        sources = (scripts.JOIN_GROUP, scripts.JOIN_RECORD, scripts.JOIN)
+        registered = {source: client.register_script(source) for source in sources}
         for start in range(0, count, 2000):
             pipe = client.pipeline(transaction=False)
             for i in range(start, min(count, start + 2000)):

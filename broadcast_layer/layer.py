@@ -38,7 +38,7 @@ from ._protocol.validation import (
     require_valid_channel_prefix,
     require_valid_group_name,
 )
-from ._redis.errors import redis_errors
+from ._redis.errors import OUTAGE, redis_errors, unavailable
 from ._redis.host import SyncHost
 from .conf import DEFAULT_MAX_MESSAGE_SIZE, OPTIONS, LayerConfig, build_config
 from .exceptions import (
@@ -190,15 +190,19 @@ class BroadcastChannelLayer(BaseChannelLayer):
         """
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
-        async with redis_errors:
+        try:  # as redis_errors, without an async context manager per call
             await self.nodes.current().groups.add(group, channel)
+        except OUTAGE as exc:
+            raise unavailable(exc) from exc
 
     async def group_discard(self, group: str, channel: str) -> None:
         """Remove a channel from a group (a no-op when it is not a member)."""
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
-        async with redis_errors:
+        try:  # as redis_errors, without an async context manager per call
             await self.nodes.current().groups.discard(group, channel)
+        except OUTAGE as exc:
+            raise unavailable(exc) from exc
 
     async def group_send(self, group: str, message: dict[str, Any]) -> int:
         """Publish a message to a group in one Redis command; never raises ``ChannelFull``.

@@ -49,7 +49,9 @@ async def test_the_writes_of_one_pipeline_share_one_script_call(make_layer, sent
         calls.set_metadata(channel, node_id, {"name": "Ann"}),
     ]
     results = await node.registry.host.run_all(writes)
-    assert results == [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]  # each write's own result
+    # Each write's own result; on one server a join or a leave is one call (both sides).
+    assert [script_name(call.script) for call in writes[:3]] == ["JOIN", "JOIN", "LEAVE"]
+    assert results == [1, 1, 1, 1, 1, 1]
     assert sent == [["REGISTRY_BATCH", "HEARTBEAT", "REGISTRY_BATCH"]]
     # As if run one by one: in a, b (a left, then joined again), with the metadata.
     assert set(await layer.registry.groups_of(channel)) == {"a", "b"}
@@ -59,6 +61,24 @@ async def test_the_writes_of_one_pipeline_share_one_script_call(make_layer, sent
     }
     [member] = await layer.registry.members("a")
     assert (member.channel, member.metadata) == (channel, {"name": "Ann"})
+
+
+async def test_a_lone_join_or_leave_is_a_batch_with_its_own_result(make_layer, sent):
+    """On one server a join (or a leave) is one call for both sides; alone in a pipeline
+    it still goes as the batch script (loaded by every batch), with its own result."""
+    layer: BroadcastChannelLayer = make_layer(**NO_TICKS)
+    channel = await layer.new_channel()
+    node = layer.nodes.current()
+    calls, host = node.core.calls, node.registry.host
+    sent.clear()
+    assert await host.run_all(calls.join("a", channel, node.id)) == [1]  # a new membership
+    assert await host.run_all(calls.join("a", channel, node.id)) == [0]  # refreshed
+    assert set(await layer.registry.groups_of(channel)) == {"a"}
+    assert await host.run_all(calls.leave("a", channel, node.id)) == [1]
+    assert await host.run_all(calls.leave("a", channel, node.id)) == [0]  # already gone
+    assert sent == [["REGISTRY_BATCH"]] * 4
+    assert await layer.registry.groups_of(channel) == {}
+    assert await layer.registry.room_size("a") == 0
 
 
 async def test_a_failing_write_fails_alone(make_layer, redis_client: redis.Redis, prefix, sent):
@@ -72,10 +92,12 @@ async def test_a_failing_write_fails_alone(make_layer, redis_client: redis.Redis
               *calls.join("also", channel, node.id)]  # fmt: skip
     results = await node.registry.host.run_all(writes)
     assert sent == [["REGISTRY_BATCH"]]
-    assert isinstance(results[2], redis.ResponseError)
-    assert "WRONGTYPE" in str(results[2])
-    assert [result for i, result in enumerate(results) if i != 2] == [1, 1, 1, 1, 1]
+    assert isinstance(results[1], redis.ResponseError)
+    assert "WRONGTYPE" in str(results[1])
+    assert [results[0], results[2]] == [1, 1]
     assert sorted(room.name for room in (await layer.registry.rooms()).rooms) == ["also", "fine"]
+    # The failed join's node side did not run after its group side failed.
+    assert set(await layer.registry.groups_of(channel)) == {"also", "fine"}
 
 
 async def test_group_add_through_the_writer_is_one_call_per_pipeline(make_layer, sent):
@@ -85,9 +107,9 @@ async def test_group_add_through_the_writer_is_one_call_per_pipeline(make_layer,
     await asyncio.gather(*(layer.group_add(f"g{i % 4}", channel)
                            for i, channel in enumerate(channels)))  # fmt: skip
     registry_calls = [name for pipeline in sent for name in pipeline]
-    # 80 writes (each join has two sides) in a few pipelines, one call each
-    assert set(registry_calls) <= {"REGISTRY_BATCH", "JOIN_GROUP", "JOIN_RECORD"}
-    assert len(registry_calls) == len(sent) < 80
+    # 40 writes (each join both sides at once) in a few pipelines, one call each
+    assert set(registry_calls) <= {"REGISTRY_BATCH", "JOIN"}
+    assert len(registry_calls) == len(sent) < 40
     assert sorted((r.name, r.size) for r in (await layer.registry.rooms()).rooms) == [
         (f"g{i}", 10) for i in range(4)
     ]

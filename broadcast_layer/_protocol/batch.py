@@ -48,14 +48,17 @@ def merge(
         else:
             open_batch.pop(key, None)
         groups.append(([call], [index]))
-    return [(parts[0] if len(parts) == 1 else _batch(parts), indexes) for parts, indexes in groups]
+    # A lone join or leave goes as a batch too: the script every batch loads, not one of
+    # its own to load first (on one server it is a node's most frequent write).
+    return [(parts[0] if len(parts) == 1 and parts[0].script not in scripts.ONE_SERVER
+             else _batch(parts), indexes) for parts, indexes in groups]  # fmt: skip
 
 
 def split(sent: Sequence[Sent], replies: Sequence[Any], count: int) -> list[Any]:
     """Each submitted call's parsed result (or exception), from the replies to ``sent``."""
     results: list[Any] = [None] * count
     for (call, indexes), reply in zip(sent, replies, strict=True):
-        if len(indexes) == 1:
+        if not call.parts:  # a call of its own, not a batch
             results[indexes[0]] = _parse(call, reply)
             continue
         parts = call.parts

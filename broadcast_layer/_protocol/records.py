@@ -38,8 +38,9 @@ class RecordCalls:
     """The registry writes a node makes for the channels it owns (or holds).
 
     A membership has a group's side and a node's side, in two slots on a cluster, so
-    joining or leaving is two calls (the group's first); each is idempotent and the
-    node's ordered writer sends both in one round trip.
+    joining or leaving is two calls there (the group's first); each is idempotent and the
+    node's ordered writer sends both in one round trip. On one server both sides are one
+    call (Redis parses and dispatches one script call instead of two).
     """
 
     def __init__(self, keys: Keys, node_ttl: float) -> None:
@@ -71,14 +72,24 @@ class RecordCalls:
         return Call(script, self._keys_of_group(group), (group, channel, node_id), int)
 
     def join(self, group: str, channel: str, node_id: str) -> list[Call[int]]:
-        """Add a membership: JOIN_GROUP (1: a new one, 0: refreshed), then JOIN_RECORD."""
+        """Add a membership: JOIN_GROUP (1: a new one, 0: refreshed), then JOIN_RECORD;
+        on one server, JOIN, which runs both (same result)."""
+        if not self.keys.cluster:
+            return [self._both_sides(scripts.JOIN, group, channel, node_id)]
         record = Call(scripts.JOIN_RECORD, self._records_of(node_id), (group, channel), int)
         return [self._group_side(scripts.JOIN_GROUP, group, channel, node_id), record]
 
     def leave(self, group: str, channel: str, node_id: str) -> list[Call[int]]:
-        """Remove a membership: LEAVE_GROUP (1 if one was removed), then LEAVE_RECORD."""
+        """Remove a membership: LEAVE_GROUP (1 if one was removed), then LEAVE_RECORD;
+        on one server, LEAVE, which runs both (same result)."""
+        if not self.keys.cluster:
+            return [self._both_sides(scripts.LEAVE, group, channel, node_id)]
         record = Call(scripts.LEAVE_RECORD, self._records_of(node_id), (group, channel), int)
         return [self.leave_group(group, channel, node_id), record]
+
+    def _both_sides(self, script: str, group: str, channel: str, node_id: str) -> Call[int]:
+        keys = self._keys_of_group(group) + self._records_of(node_id)
+        return Call(script, keys, (group, channel, node_id), int)
 
     def leave_group(self, group: str, channel: str, node_id: str) -> Call[int]:
         """The group's side of a leave alone (LEAVE_GROUP)."""

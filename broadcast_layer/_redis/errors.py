@@ -34,6 +34,7 @@ except ImportError:  # pragma: no cover - redis-py before 5.1 raises a plain Con
 
 __all__ = [
     "CONNECTION_ERRORS",
+    "OUTAGE",
     "NotSent",
     "not_sent",
     "pool_exhausted",
@@ -90,6 +91,10 @@ def unavailable(exc: BaseException) -> RedisUnavailable:
 #: cluster that cannot serve the slot right now (mid-failover, or no node answers).
 _OUTAGE = (RedisConnectionError, RedisTimeoutError, ClusterDownError, MasterDownError,
            TryAgainError, SlotNotCoveredError, RedisClusterException)  # fmt: skip
+#: The same, for a hot entry point that writes ``try: ... except OUTAGE as exc: raise
+#: unavailable(exc) from exc`` instead of ``async with redis_errors`` (which costs two
+#: coroutines per call, a twentieth of a leave's CPU in the node).
+OUTAGE = _OUTAGE
 
 
 class _RedisErrors:

@@ -99,8 +99,12 @@ class OrderedWriter:
         if self._closed:  # no loop will run it: settle it now, as close() does the queued
             future.cancel()
             return future
-        keys = [self._scope(call) for call in calls]
-        scopes = None if None in keys else frozenset(keys)
+        if len(calls) == 1:  # the common case (a join or a leave on one server)
+            key = self._scope(calls[0])
+            scopes = None if key is None else frozenset((key,))
+        else:
+            keys = [self._scope(call) for call in calls]
+            scopes = None if None in keys else frozenset(keys)
         self._pending.append((tuple(calls), future, loop.time(), scopes))
         if self._task is None or self._task.done():  # asyncio.run() may have cancelled it
             self._task = loop.create_task(
@@ -209,12 +213,18 @@ class OrderedWriter:
             _metrics.recorder.registry_write_failed(failed)
         position = 0
         for submitted, future, _, _ in batch:  # each submission: its first result or failure
-            mine = results[position : position + len(submitted)]
-            position += len(submitted)
-            if not future.done():
+            count = len(submitted)
+            if count == 1:  # the common case: no slice, no search
+                result = results[position]
+                error = result if isinstance(result, Exception) else None
+            else:
+                mine = results[position : position + count]
+                result = mine[0]
                 error = next((r for r in mine if isinstance(r, Exception)), None)
+            position += count
+            if not future.done():
                 if error is None:
-                    future.set_result(mine[0])
+                    future.set_result(result)
                 else:
                     future.set_exception(error)
 
