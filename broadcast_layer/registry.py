@@ -184,17 +184,25 @@ class RegistryCalls:
         literal = glob.prefix if tokens and glob else ""
         # Every name starting with `literal` sorts before this string (names are ASCII).
         literal_end = literal[:-1] + chr(ord(literal[-1]) + 1) if literal else ""
-        yield from self._records.reap()  # dead nodes' members are not counted
         shards = self.keys.shards
         # One shard reads the page itself; several each read their first offset + limit.
         start, count = (offset, limit) if shards == 1 else (0, offset + limit)
-        pages: list[RoomPage] = yield [
+        reads = [
             Call(scripts.ROOMS, [self.keys.rooms_by_name(shard), self.keys.rooms_by_size(shard)],
                  [order, start, count, SCAN_BUDGET, MATCH_STEP_BUDGET,
                   *self.keys.member_nodes_parts(shard), literal, literal_end, *tokens],
                  _room_page)
             for shard in range(shards)
         ]  # fmt: skip
+        # Dead nodes' members are not counted. Looking for them goes in the same round trip
+        # as the page; only when some are found are they reaped and the page read again.
+        find = self._records.find_dead()
+        replies = yield [*find, *reads]
+        dead = [node_id for found in replies[: len(find)] for node_id in found]
+        pages: list[RoomPage] = replies[len(find) :]
+        if dead:
+            yield from self._records.reap(dead)
+            pages = yield reads
         if shards == 1:
             return pages[0]
         rooms = sorted((room for page in pages for room in page.rooms), key=lambda r: r.name,
@@ -376,7 +384,7 @@ class Registry:
     """Registry queries for async code, on the layer's own connections.
 
     Get it from ``layer.registry``. Every method is one or two Redis round trips
-    (``rooms()`` more when it reaps; docs/registry.md), shared by
+    (``rooms()`` more when it finds dead nodes to reap; docs/registry.md), shared by
     identical concurrent calls on the same event loop (single-flight, see
     docs/registry.md): callers of one flight get equal results, and the result
     objects inside them (``Member``, ``ChannelInfo`` and their dicts) are shared, so
@@ -403,7 +411,8 @@ class Registry:
     ) -> RoomPage:
         """One page of groups with their sizes, sorted by name or size, filtered by a glob.
 
-        Dead nodes are reaped first, in the same call, so their members are not counted.
+        Dead nodes are looked for in the same round trip, and when there are any they are
+        reaped and the page is read again, so their members are not counted.
         Raises :class:`~broadcast_layer.exceptions.InvalidPattern` for a malformed glob
         and ``ValueError`` for a bad order, limit or offset, before any I/O.
         """

@@ -8,8 +8,11 @@ import random
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from broadcast_layer._protocol.scripts import Plan, script_name
 
 from .conftest import eventually, nothing_arrives, within
 
@@ -205,6 +208,53 @@ async def test_memberships_of_node_processes_are_visible_from_a_process_with_no_
     assert {m.channel for m in await observer.registry.members("shared")} == {c1, c2}
     assert len(await observer.registry.nodes()) == 2
     assert observer.stats().channels == 0
+
+
+def _steps_of(plan: Plan[Any], steps: list[list[str]]) -> Plan[Any]:
+    """``plan``, noting the scripts of each step it runs (a step is one round trip)."""
+    calls = next(plan)
+    while True:
+        steps.append([script_name(call.script) for call in calls])
+        try:
+            calls = plan.send((yield calls))
+        except StopIteration as stop:
+            return stop.value
+
+
+async def test_a_page_of_rooms_is_one_round_trip_when_no_node_is_dead(nodes):
+    a, _, observer = nodes
+    await a.group_add("lobby", await a.new_channel())
+    steps: list[list[str]] = []
+    host = observer.nodes.current().registry.host
+    page = await host.run_plan(_steps_of(observer.registry.calls.rooms(), steps))
+    assert [(r.name, r.size) for r in page.rooms] == [("lobby", 1)]
+    assert steps == [["DEAD", "ROOMS"]]  # the look for dead nodes rides with the page
+
+
+async def test_rooms_reaps_the_dead_nodes_it_finds_then_reads_the_page_again(
+    node_processes, make_layer
+):
+    ttl, heartbeat = 1.0, 0.2
+    victim = await asyncio.to_thread(node_processes, ttl, heartbeat)
+    doomed = await asyncio.to_thread(victim.ask, op="new_channel")
+    await asyncio.to_thread(victim.ask, op="group_add", group="gone", channel=doomed["channel"])
+    observer = make_layer(node_ttl=ttl, heartbeat_interval=heartbeat)  # no channel: no reaping
+    assert await observer.registry.room_size("gone") == 1
+    victim.process.send_signal(signal.SIGKILL)
+    victim.process.wait(5)
+
+    async def dead() -> bool:
+        return doomed["node"] not in {node.id for node in await observer.registry.nodes()}
+
+    await eventually(dead)
+    assert await observer.registry.room_size("gone") == 1  # nobody has reaped it yet
+    steps: list[list[str]] = []
+    host = observer.nodes.current().registry.host
+    page = await host.run_plan(_steps_of(observer.registry.calls.rooms(), steps))
+    assert page.rooms == ()
+    assert steps[0] == ["DEAD", "ROOMS"]
+    assert steps[-1] == ["ROOMS"]  # the page again, after the reap
+    assert await observer.registry.room_size("gone") == 0  # reaped by that call
 
 
 async def test_a_killed_node_drops_out_within_the_ttl_and_is_reaped(node_processes, make_layer):

@@ -134,6 +134,14 @@ class RecordCalls:
             int,
         )  # fmt: skip
 
+    def find_dead(
+        self, shards: Sequence[int] | None = None, limit: int = 10
+    ) -> list[Call[list[str]]]:
+        """DEAD calls: up to ``limit`` dead nodes in each node index shard (default: all)."""
+        every = range(self.keys.shards) if shards is None else shards
+        return [Call(scripts.DEAD, [self.keys.nodes(shard)], [self.node_ttl, limit], _texts)
+                for shard in every]  # fmt: skip
+
     def reap(
         self, node_ids: Sequence[str] = (), shards: Sequence[int] | None = None, limit: int = 10
     ) -> Plan[list[str]]:
@@ -147,9 +155,7 @@ class RecordCalls:
         keys = self.keys
         ids = list(node_ids)
         if not ids:
-            every = range(keys.shards) if shards is None else shards
-            found = yield [Call(scripts.DEAD, [keys.nodes(shard)], [self.node_ttl, limit],
-                                _texts) for shard in every]  # fmt: skip
+            found = yield self.find_dead(shards, limit)
             ids = [node_id for shard_ids in found for node_id in shard_ids]
         if not ids:
             return []
