@@ -16,7 +16,7 @@ import redis
 
 from broadcast_layer import BroadcastChannelLayer
 
-from .conftest import eventually, within
+from .conftest import eventually, on_both, within
 from .faults import tally
 
 
@@ -67,7 +67,9 @@ def drop_warnings(caplog: Any) -> list[str]:
             if r.levelno == logging.WARNING and r.getMessage().startswith("Dropped")]  # fmt: skip
 
 
+@on_both
 async def test_a_burst_larger_than_the_capacity_reaches_every_draining_member(make_layer, caplog):
+    """On a cluster, each master's sharded pub/sub reader waits the same way."""
     caplog.set_level(logging.WARNING, logger="broadcast_layer")
     receiver, sender = make_layer(capacity=10), make_layer()
     channels = await joined(receiver, "burst", 50)
@@ -84,27 +86,6 @@ async def test_a_burst_larger_than_the_capacity_reaches_every_draining_member(ma
     for channel in channels:
         assert tally(burst, members.received[channel]) == tally(burst, list(burst))
     assert not drop_warnings(caplog)
-
-
-async def test_a_burst_reaches_every_draining_member_on_a_cluster(make_layer, redis_cluster):
-    """The same on Redis Cluster, where each master's sharded pub/sub reader waits."""
-
-    def cluster_layer(**config: Any) -> BroadcastChannelLayer:
-        return make_layer(hosts=[redis_cluster.url], cluster=True, **config)
-
-    receiver, sender = cluster_layer(capacity=10), cluster_layer()
-    channels = await joined(receiver, "burst", 30)
-    members = Members(receiver, channels)
-    burst = range(150)
-    try:
-        await send_burst(sender, "burst", burst)
-        expected = len(burst) * len(channels)
-        await eventually(lambda: members.count() == expected or receiver.stats().dropped, 30)
-    finally:
-        await members.stop()
-    assert receiver.stats().dropped == 0
-    for channel in channels:
-        assert tally(burst, members.received[channel]) == tally(burst, list(burst))
 
 
 async def test_a_history_catch_up_larger_than_the_capacity_waits_for_the_members(
