@@ -291,15 +291,15 @@ ONE_SERVER = frozenset({JOIN, LEAVE})
 # not stop the others. Returns each part's result, an error in place of a failed one.
 # Every part of one call touches one slot on a cluster; on one server a node's writes
 # of one pipeline share a call (see Host.run_all).
+# The table of parts is written from BATCHABLE, so the two cannot disagree.
+_BATCH_OPS = ", ".join(
+    f"{name} = {{{name}, {keys}, {args}}}" for name, keys, args, _ in BATCHABLE.values()
+)
 REGISTRY_BATCH = (
     _PRELUDE
     + _REGISTRY_OPS
+    + f"\nlocal ops = {{{_BATCH_OPS}}}"
     + """
-local ops = {join_group = {join_group, 4, 3}, leave_group = {leave_group, 4, 3},
-             join_record = {join_record, 1, 2}, leave_record = {leave_record, 1, 2},
-             open = {open, 1, 1}, close_record = {close_record, 2, 1},
-             set_metadata = {set_metadata, 2, 2}, join = {join, 5, 3},
-             leave = {leave, 5, 3}}
 local out, k, a = {}, 1, 1
 while a <= #ARGV do
   local op = ops[ARGV[a]]
