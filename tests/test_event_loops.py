@@ -106,3 +106,30 @@ def test_no_pending_task_or_unclosed_connection_warnings_at_exit(redis_url, pref
     assert result.stdout.strip() == "ok", result.stderr
     for symptom in ("Task was destroyed", "Unclosed", "ResourceWarning", "never awaited"):
         assert symptom not in result.stderr, result.stderr
+
+
+def test_each_loop_gets_its_own_node_when_loops_take_turns_in_one_thread(redis_url, prefix):
+    """The layer remembers the last loop's node to skip a system call per call; two loops
+    run in turn in one thread, and loops in other threads, must still get their own."""
+    layer = BroadcastChannelLayer(hosts=[redis_url], prefix=prefix)
+    first, second = asyncio.new_event_loop(), asyncio.new_event_loop()
+
+    async def node_of_this_loop() -> object:
+        return layer.nodes.current()
+
+    try:
+        nodes = [loop.run_until_complete(node_of_this_loop()) for loop in (first, second) * 2]
+        assert nodes[2:] == nodes[:2]
+        assert nodes[0] is not nodes[1]
+        assert nodes[:2] == [layer.nodes._nodes[first], layer.nodes._nodes[second]]
+        seen: list[object] = []
+        thread = threading.Thread(target=lambda: seen.append(asyncio.run(node_of_this_loop())))
+        thread.start()
+        thread.join(10)
+        assert len(seen) == 1
+        assert seen[0] not in nodes  # that thread's loop, with a node of its own
+        assert first.run_until_complete(node_of_this_loop()) is nodes[0]
+    finally:
+        first.close()
+        second.close()
+    assert len(layer.nodes) == 0
