@@ -167,8 +167,10 @@ class BroadcastChannelLayer(BaseChannelLayer):
         delivered again, to any receiver, after ``claim_after`` seconds.
         """
         channels = self.nodes.current().channels
-        if channel in channels.mailboxes:  # local: valid by construction, and no Redis I/O
-            return await channels.receive(channel)
+        mailbox = channels.mailboxes.get(channel)
+        if mailbox is not None:  # local: valid by construction, and no Redis I/O
+            message = channels.take(mailbox)  # no await when one is already queued
+            return message if message is not None else await channels.receive(channel)
         self.require_valid_channel_name(channel)
         durable = self.config.durable_for(channel)
         async with redis_errors:

@@ -108,6 +108,19 @@ async def test_a_cancelled_receive_frees_its_channel_after_expiry(
     await eventually(lambda: subscribers(redis_client, prefix, "cancelled") == 0)
 
 
+async def test_a_receive_that_never_waits_keeps_the_channel(make_layer: LayerFactory) -> None:
+    # A busy consumer finds a message queued at every receive, so no receive waits.
+    layer = make_layer(expiry=1)
+    channel = await layer.new_channel()
+    await layer.group_add("never-idle", channel)
+    for n in range(8):  # 8 x 0.2 s of handling, longer than expiry in total
+        await layer.send(channel, {"type": "m", "n": n})  # local: queued before it returns
+        assert await within(layer.receive(channel)) == {"type": "m", "n": n}
+        await asyncio.sleep(0.2)
+    assert layer.stats().channels == 1
+    assert await listed(layer, "never-idle") == {channel}
+
+
 async def test_a_receive_started_again_in_time_keeps_the_channel(
     make_layer: LayerFactory,
 ) -> None:

@@ -153,25 +153,38 @@ class Mailbox:
                 waiter.set_result(None)
                 return
 
-    async def get(self) -> Letter:
-        """Wait for the next letter (expired ones included: the caller decides)."""
-        while not self._letters:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            except BaseException:
-                waiter.cancel()
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
-                elif self._letters:  # we were woken for a letter we will not take
-                    self._wake_one()
-                raise
-        letter = self._letters.popleft()
+    def take(self) -> Letter | None:
+        """The next letter (expired ones included: the caller decides); None when empty."""
+        letters = self._letters
+        if not letters:
+            return None
+        letter = letters.popleft()
         if self.pressure is not None:  # fan-out found it full: it may be waiting for room
             self._made_room(self.pressure)
         if self.watched:
             self.watch(self)
+        return letter
+
+    async def wait(self) -> None:
+        """Wait until a letter is queued (another reader may take it first)."""
+        if self._letters:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            waiter.cancel()
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            elif self._letters:  # we were woken for a letter we will not take
+                self._wake_one()
+            raise
+
+    async def get(self) -> Letter:
+        """Wait for the next letter and take it."""
+        while (letter := self.take()) is None:
+            await self.wait()
         return letter
 
     def _made_room(self, pressure: Pressure) -> None:
