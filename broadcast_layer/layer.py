@@ -170,7 +170,7 @@ class BroadcastChannelLayer(BaseChannelLayer):
         mailbox = channels.mailboxes.get(channel)
         if mailbox is not None:  # local: valid by construction, and no Redis I/O
             message = channels.take(mailbox)  # no await when one is already queued
-            return message if message is not None else await channels.receive(channel)
+            return message if message is not None else await channels.wait_for(mailbox)
         self.require_valid_channel_name(channel)
         durable = self.config.durable_for(channel)
         async with redis_errors:

@@ -105,7 +105,13 @@ class Channels:
             mailbox = self._mailbox_for_receive(channel)
             if mailbox is None:
                 return await self._receive_queue(channel)
-        while (message := self.take(mailbox)) is None:
+        message = self.take(mailbox)
+        return message if message is not None else await self.wait_for(mailbox)
+
+    @staticmethod
+    async def wait_for(mailbox: Mailbox) -> dict[str, Any]:
+        """The next message of a local mailbox :meth:`take` found none in, once one comes."""
+        while True:
             # Counted, not timed: the upkeep's sweep abandons a channel only while no
             # receive is waiting and the last one ended more than `expiry` ago.
             mailbox.receivers += 1
@@ -115,7 +121,9 @@ class Channels:
                 mailbox.receivers -= 1
                 if not mailbox.receivers:
                     mailbox.idle_since = time.monotonic()
-        return message
+            message = Channels.take(mailbox)
+            if message is not None:  # None: another receive took it, or it had expired
+                return message
 
     @staticmethod
     def take(mailbox: Mailbox) -> dict[str, Any] | None:

@@ -69,8 +69,9 @@ class Mailbox:
     nothing for it.
     """
 
-    __slots__ = ("_capacity", "_half", "_letters", "_waiters", "dropped", "high", "idle_since",
-                 "limit", "name", "pressure", "receivers", "watch", "watched")  # fmt: skip
+    __slots__ = ("_capacity", "_half", "_letters", "_loop", "_waiters", "dropped",
+                 "high", "idle_since", "limit", "name", "pressure", "receivers", "watch",
+                 "watched")  # fmt: skip
 
     def __init__(
         self,
@@ -94,6 +95,9 @@ class Mailbox:
         self.receivers = 0
         self.idle_since = time.monotonic()  # never received on counts as idle since made
         self.pressure: Pressure | None = None
+        # The loop its waits run on, found at the first (asyncio.get_running_loop() costs
+        # a system call on Python 3.11); a wait from another loop fails on its future.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def capacity(self) -> int:
@@ -169,7 +173,7 @@ class Mailbox:
         """Wait until a letter is queued (another reader may take it first)."""
         if self._letters:
             return
-        waiter = asyncio.get_running_loop().create_future()
+        waiter = self._running_loop().create_future()
         self._waiters.append(waiter)
         try:
             await waiter
@@ -180,6 +184,11 @@ class Mailbox:
             elif self._letters:  # we were woken for a letter we will not take
                 self._wake_one()
             raise
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
 
     async def get(self) -> Letter:
         """Wait for the next letter and take it."""
@@ -200,7 +209,7 @@ class Mailbox:
         if self.pressure is None:
             self.pressure = Pressure(time.monotonic())
         room = self.pressure.room
-        waiter = asyncio.get_running_loop().create_future()
+        waiter = self._running_loop().create_future()
         room.append(waiter)
         try:
             await waiter
