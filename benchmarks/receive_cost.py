@@ -1,0 +1,105 @@
+"""What one delivery costs a node, fan-out and receive: ``python -m benchmarks.receive_cost``.
+
+One process, no Redis: one node's delivery path (``Delivery.on_message``, what the
+pub/sub reader calls) fans group messages out to N local members, and N consumer tasks
+take them with ``layer.receive()``, as the fan-out scenario's members do. The reader
+hands over K messages between two turns of the event loop, as one socket read may hold
+several; K = 1 makes every receive wait (a future and a wake-up per delivery). Prints
+microseconds of the whole loop per delivery, the fastest of 5 runs per case.
+``--compare PATH`` runs another checkout's package the same way, interleaved with this
+one's, in processes of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+
+MEMBERS = 500  # one node's half of the fan-out scenario's N = 1,000
+MESSAGES = 300  # the scenario's burst at N = 1,000
+BATCHES = (1, 10, 100)
+
+
+async def _measure(per_turn: int) -> float:
+    from broadcast_layer import BroadcastChannelLayer
+    from broadcast_layer._node.mailbox import Mailbox
+
+    layer = BroadcastChannelLayer(hosts=["redis://127.0.0.1:1/0"], capacity=2 * MESSAGES)
+    node = layer.nodes.current()  # no Redis I/O: nothing here starts its background work
+    far = time.monotonic() + 3600
+    channels = [f"specific.{node.id}!{i:012x}" for i in range(MEMBERS)]
+    for channel in channels:
+        node.channels.mailboxes[channel] = Mailbox(2 * MESSAGES)  # never over half full
+        node.subscriptions.add("room", channel, far)
+    pubsub_channel = node.core.keys.group_channel("room").encode()
+    data = layer.serializer.serialize({"type": "m", "k": "b", "seq": 1, "text": "x" * 64})
+    received = 0
+    all_received = asyncio.get_running_loop().create_future()
+
+    async def member(channel: str) -> None:
+        nonlocal received
+        for _ in range(MESSAGES):
+            message = await layer.receive(channel)
+            received += message["seq"]
+        if received == MEMBERS * MESSAGES:
+            all_received.set_result(None)
+
+    tasks = [asyncio.create_task(member(channel)) for channel in channels]
+    await asyncio.sleep(0)  # every member waits in receive()
+    on_message = node.delivery.on_message
+    started = time.perf_counter()
+    for first in range(0, MESSAGES, per_turn):
+        for _ in range(min(per_turn, MESSAGES - first)):
+            pause = on_message(pubsub_channel, data)
+            if pause is not None:  # back-pressure, as the reader awaits it (none here)
+                await pause
+        await asyncio.sleep(0)  # the reader waits for the next read: consumers run
+    await all_received
+    elapsed = time.perf_counter() - started
+    await asyncio.gather(*tasks)
+    detached = layer.nodes.detach()
+    if detached is not None:
+        await detached.close()
+    return elapsed / (MEMBERS * MESSAGES) * 1e6
+
+
+def _child() -> None:
+    print(json.dumps({k: min(asyncio.run(_measure(k)) for _ in range(5)) for k in BATCHES}))
+
+
+def main() -> None:
+    """This checkout alone, or interleaved with another (``--compare PATH``) 5 times."""
+    modes: dict[str, dict[str, str]] = {"this one": {}}
+    if "--compare" in sys.argv:
+        checkout = sys.argv[sys.argv.index("--compare") + 1]
+        modes = {"that checkout": {"PYTHONPATH": checkout}, **modes}
+    rows: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
+    for _ in range(5 if len(modes) > 1 else 1):
+        for mode, extra in modes.items():
+            out = subprocess.run(
+                [sys.executable, "-c", _CHILD], env={**os.environ, **extra},
+                cwd=extra.get("PYTHONPATH"), capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            rows[mode].append(json.loads(out.stdout))
+    print(
+        "| messages per reader turn | " + " | ".join(f"{m}, us per delivery" for m in modes) + " |"
+    )
+    print("|---" * (len(modes) + 1) + "|")
+    for k in BATCHES:
+        cells = [min(r[str(k)] for r in rows[mode]) for mode in modes]
+        print(f"| {k} | " + " | ".join(f"{cell:.2f}" for cell in cells) + " |")
+
+
+#: The child runs this file's measurement from source, so it can import another checkout.
+_CHILD = (
+    f"ns = {{'__name__': 'receive_cost', '__file__': {__file__!r}}}; "
+    f"exec(open({__file__!r}).read(), ns); ns['_child']()"
+)
+
+
+if __name__ == "__main__":
+    main()
