@@ -17,6 +17,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from .._redis.loop import LoopBound
+
 #: A queued message: (expiry deadline on the monotonic clock, message, copy). ``copy``,
 #: when not None, makes the receiver's own copy: a group message is one letter shared by
 #: every member's mailbox and copied only when a member receives it, so a backlog holds
@@ -47,7 +49,7 @@ class Pressure:
         self.room: list[asyncio.Future[None]] = []
 
 
-class Mailbox:
+class Mailbox(LoopBound):
     """A bounded FIFO of letters; a full mailbox refuses rather than blocks.
 
     ``capacity`` bounds local sends and group messages. A send from another node was
@@ -69,9 +71,8 @@ class Mailbox:
     nothing for it.
     """
 
-    __slots__ = ("_capacity", "_half", "_letters", "_loop", "_waiters", "dropped",
-                 "high", "idle_since", "limit", "name", "pressure", "receivers", "watch",
-                 "watched")  # fmt: skip
+    __slots__ = ("_capacity", "_half", "_letters", "_waiters", "dropped", "high", "idle_since",
+                 "limit", "name", "pressure", "receivers", "watch", "watched")  # fmt: skip
 
     def __init__(
         self,
@@ -95,9 +96,7 @@ class Mailbox:
         self.receivers = 0
         self.idle_since = time.monotonic()  # never received on counts as idle since made
         self.pressure: Pressure | None = None
-        # The loop its waits run on, found at the first (asyncio.get_running_loop() costs
-        # a system call on Python 3.11); a wait from another loop fails on its future.
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop = None  # its node's, found at the first wait (LoopBound)
 
     @property
     def capacity(self) -> int:
@@ -184,11 +183,6 @@ class Mailbox:
             elif self._letters:  # we were woken for a letter we will not take
                 self._wake_one()
             raise
-
-    def _running_loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-        return self._loop
 
     async def get(self) -> Letter:
         """Wait for the next letter and take it."""

@@ -17,6 +17,7 @@ from .. import _metrics
 from .._protocol.scripts import Call
 from ..exceptions import RedisUnavailable
 from . import retry
+from .loop import LoopBound
 from .retry import raise_if_cancelled
 
 T = TypeVar("T")
@@ -51,7 +52,7 @@ async def _stop(task: asyncio.Task[None] | None) -> None:
             await task
 
 
-class OrderedWriter:
+class OrderedWriter(LoopBound):
     """Script writes that reach Redis in the order they were submitted, where order matters.
 
     A writer task sends what was submitted meanwhile as one pipeline (``run_all``).
@@ -84,6 +85,7 @@ class OrderedWriter:
         self._timer: asyncio.TimerHandle | None = None
         self.failed_writes = 0  # submitted writes that failed: the registry may lack them
         self._closed = False
+        self._loop = None  # its node's, found at the first write (LoopBound)
 
     def submit(self, call: Call[T]) -> asyncio.Future[T]:
         """Queue a write; the future resolves once Redis has run it (in submission order)."""
@@ -94,7 +96,7 @@ class OrderedWriter:
         call has run, or the first failure."""
         if not calls:
             raise ValueError("submit_all() needs at least one call")
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if self._closed:  # no loop will run it: settle it now, as close() does the queued
             future.cancel()
@@ -166,7 +168,7 @@ class OrderedWriter:
                 continue  # woken again when a pipeline in flight finishes
             batch, self._pending = self._pending, []
             for part, part_scopes in self._split(batch, scopes):
-                flight = asyncio.get_running_loop().create_task(
+                flight = self._running_loop().create_task(
                     self._fly(part), name="broadcast_layer.registry-pipeline"
                 )
                 self._flights[flight] = (part, part_scopes)
