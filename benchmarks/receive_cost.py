@@ -19,19 +19,19 @@ import subprocess
 import sys
 import time
 
-MEMBERS = 500  # one node's half of the fan-out scenario's N = 1,000
+MEMBERS = 500  # one node's half of the fan-out scenario's N = 1,000 (--members)
 MESSAGES = 300  # the scenario's burst at N = 1,000
 BATCHES = (1, 10, 100)
 
 
-async def _measure(per_turn: int) -> float:
+async def _measure(per_turn: int, members: int) -> float:
     from broadcast_layer import BroadcastChannelLayer
     from broadcast_layer._node.mailbox import Mailbox
 
     layer = BroadcastChannelLayer(hosts=["redis://127.0.0.1:1/0"], capacity=2 * MESSAGES)
     node = layer.nodes.current()  # no Redis I/O: nothing here starts its background work
     far = time.monotonic() + 3600
-    channels = [f"specific.{node.id}!{i:012x}" for i in range(MEMBERS)]
+    channels = [f"specific.{node.id}!{i:012x}" for i in range(members)]
     for channel in channels:
         node.channels.mailboxes[channel] = Mailbox(2 * MESSAGES)  # never over half full
         node.subscriptions.add("room", channel, far)
@@ -45,7 +45,7 @@ async def _measure(per_turn: int) -> float:
         for _ in range(MESSAGES):
             message = await layer.receive(channel)
             received += message["seq"]
-        if received == MEMBERS * MESSAGES:
+        if received == members * MESSAGES:
             all_received.set_result(None)
 
     tasks = [asyncio.create_task(member(channel)) for channel in channels]
@@ -64,15 +64,18 @@ async def _measure(per_turn: int) -> float:
     detached = layer.nodes.detach()
     if detached is not None:
         await detached.close()
-    return elapsed / (MEMBERS * MESSAGES) * 1e6
+    return elapsed / (members * MESSAGES) * 1e6
 
 
-def _child() -> None:
-    print(json.dumps({k: min(asyncio.run(_measure(k)) for _ in range(5)) for k in BATCHES}))
+def _child(members: int) -> None:
+    runs = {k: min(asyncio.run(_measure(k, members)) for _ in range(5)) for k in BATCHES}
+    print(json.dumps(runs))
 
 
 def main() -> None:
-    """This checkout alone, or interleaved with another (``--compare PATH``) 5 times."""
+    """This checkout alone, or interleaved with another (``--compare PATH``) 5 times;
+    ``--members N`` members (default 500)."""
+    members = int(sys.argv[sys.argv.index("--members") + 1]) if "--members" in sys.argv else MEMBERS
     modes: dict[str, dict[str, str]] = {"this one": {}}
     if "--compare" in sys.argv:
         checkout = sys.argv[sys.argv.index("--compare") + 1]
@@ -81,7 +84,7 @@ def main() -> None:
     for _ in range(5 if len(modes) > 1 else 1):
         for mode, extra in modes.items():
             out = subprocess.run(
-                [sys.executable, "-c", _CHILD], env={**os.environ, **extra},
+                [sys.executable, "-c", _CHILD % members], env={**os.environ, **extra},
                 cwd=extra.get("PYTHONPATH"), capture_output=True, text=True, check=True,
             )  # fmt: skip
             rows[mode].append(json.loads(out.stdout))
@@ -97,7 +100,7 @@ def main() -> None:
 #: The child runs this file's measurement from source, so it can import another checkout.
 _CHILD = (
     f"ns = {{'__name__': 'receive_cost', '__file__': {__file__!r}}}; "
-    f"exec(open({__file__!r}).read(), ns); ns['_child']()"
+    f"exec(open({__file__!r}).read(), ns); ns['_child'](%d)"
 )
 
 
