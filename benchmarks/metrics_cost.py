@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -61,6 +59,8 @@ def _child() -> None:
 def main() -> None:
     """Interleave the modes 5 times; ``--before PATH`` adds a checkout without metrics;
     ``--compare PATH`` compares another checkout with this one, metrics off in both."""
+    from . import interleave  # here: the child process runs this file on its own
+
     modes = {"off": {"BROADCAST_LAYER_METRICS": "0"}, "on": {"BROADCAST_LAYER_METRICS": "1"}}
     if "--before" in sys.argv:
         checkout = sys.argv[sys.argv.index("--before") + 1]
@@ -69,28 +69,9 @@ def main() -> None:
         checkout = sys.argv[sys.argv.index("--compare") + 1]
         off = {"BROADCAST_LAYER_METRICS": "0"}
         modes = {"that checkout": {"PYTHONPATH": checkout, **off}, "this one": off}
-    rows: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
-    for _ in range(5):  # interleaved, so load from other processes hits every mode alike
-        for mode, extra in modes.items():
-            env = {**os.environ, **extra}
-            cwd = extra.get("PYTHONPATH")  # the checkout's package, not this one's
-            out = subprocess.run(
-                [sys.executable, "-c", _CHILD], env=env, cwd=cwd, capture_output=True, text=True,
-                check=True,
-            )  # fmt: skip
-            rows[mode].append(json.loads(out.stdout))
-    print("| members | " + " | ".join(f"{mode}, us per message" for mode in modes) + " |")
-    print("|---" * (len(modes) + 1) + "|")
-    for size in SIZES:
-        cells = [statistics.median(r[str(size)] for r in rows[mode]) for mode in modes]
-        print(f"| {size} | " + " | ".join(f"{cell:.2f}" for cell in cells) + " |")
-
-
-#: The child runs this file's measurement from source, so it can import another checkout.
-_CHILD = (
-    f"ns = {{'__name__': 'metrics_cost', '__file__': {__file__!r}}}; "
-    f"exec(open({__file__!r}).read(), ns); ns['_child']()"
-)
+    code = interleave.child_code(__file__, "metrics_cost")
+    rows = interleave.run(modes, code, 5)  # interleaved: load hits every mode alike
+    interleave.print_table("members", "us per message", SIZES, rows, statistics.median)
 
 
 if __name__ == "__main__":

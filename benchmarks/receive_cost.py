@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
 import sys
 import time
 
@@ -75,33 +73,16 @@ def _child(members: int) -> None:
 def main() -> None:
     """This checkout alone, or interleaved with another (``--compare PATH``) 5 times;
     ``--members N`` members (default 500)."""
+    from . import interleave  # here: the child process runs this file on its own
+
     members = int(sys.argv[sys.argv.index("--members") + 1]) if "--members" in sys.argv else MEMBERS
-    modes: dict[str, dict[str, str]] = {"this one": {}}
+    modes: interleave.Modes = {"this one": {}}
     if "--compare" in sys.argv:
         checkout = sys.argv[sys.argv.index("--compare") + 1]
         modes = {"that checkout": {"PYTHONPATH": checkout}, **modes}
-    rows: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
-    for _ in range(5 if len(modes) > 1 else 1):
-        for mode, extra in modes.items():
-            out = subprocess.run(
-                [sys.executable, "-c", _CHILD % members], env={**os.environ, **extra},
-                cwd=extra.get("PYTHONPATH"), capture_output=True, text=True, check=True,
-            )  # fmt: skip
-            rows[mode].append(json.loads(out.stdout))
-    print(
-        "| messages per reader turn | " + " | ".join(f"{m}, us per delivery" for m in modes) + " |"
-    )
-    print("|---" * (len(modes) + 1) + "|")
-    for k in BATCHES:
-        cells = [min(r[str(k)] for r in rows[mode]) for mode in modes]
-        print(f"| {k} | " + " | ".join(f"{cell:.2f}" for cell in cells) + " |")
-
-
-#: The child runs this file's measurement from source, so it can import another checkout.
-_CHILD = (
-    f"ns = {{'__name__': 'receive_cost', '__file__': {__file__!r}}}; "
-    f"exec(open({__file__!r}).read(), ns); ns['_child'](%d)"
-)
+    code = interleave.child_code(__file__, "receive_cost", str(members))
+    rows = interleave.run(modes, code, 5 if len(modes) > 1 else 1)
+    interleave.print_table("messages per reader turn", "us per delivery", BATCHES, rows, min)
 
 
 if __name__ == "__main__":
