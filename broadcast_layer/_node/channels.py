@@ -204,7 +204,7 @@ class Channels:
         self.full_log.record(channel)
 
     def sweep(self, now: float) -> None:
-        """Abandon every local channel with no receive in progress for over ``expiry``.
+        """Abandon every local channel with no receive waiting or ended for over ``expiry``.
 
         Called on each upkeep tick, so an idle channel goes between ``expiry`` and
         ``expiry`` + one tick after its last receive ended (or after it was made).

@@ -61,8 +61,8 @@ class Mailbox(LoopBound):
     (group messages alone never start the counting), and after each put or take while
     ``watched`` (the node keeps credit for the channel).
 
-    ``receivers`` (how many ``receive()`` calls are in progress) and ``idle_since``
-    (monotonic time the last of them ended, or the mailbox was made) are kept by the
+    ``receivers`` (how many ``receive()`` calls are waiting on it) and ``idle_since``
+    (monotonic time the last receive ended, or the mailbox was made) are kept by the
     node's receive path, so its upkeep can find abandoned channels without a timer.
 
     ``pressure`` is set by group fan-out when it finds the mailbox full (see
