@@ -272,6 +272,24 @@ async def test_a_gap_seen_live_is_filled_from_the_stream(chat, redis_client, pre
     assert [(m["n"], m["history"]["offset"]) for m in got] == [(1, 2), (2, 3)]
 
 
+async def test_a_gap_the_stream_no_longer_keeps_is_counted_not_hidden(chat, redis_client, prefix):
+    """A live message shows a gap the stream has trimmed away: the node reads once, says
+    so (``stats().unrecovered``, and its log) and delivers the live message, whose
+    offset shows the jump."""
+    sender, member, channel = chat
+    await sender.group_send("chat.room", {"type": "m", "n": 0})
+    await within(member.receive(channel))
+    stream = f"{prefix}:history:{{chat.room}}"
+    data = sender.encode({"type": "m", "n": 1})
+    assert faults.append_unpublished(redis_client, stream, f"{stream}:meta", data) == 2
+    redis_client.xtrim(stream, minid="0-3")  # offsets 1 and 2 trimmed, as by size
+    await sender.group_send("chat.room", {"type": "m", "n": 2})
+    got = await within(member.receive(channel))
+    assert (got["n"], got["history"]["offset"]) == (2, 3)
+    stats = member.stats()
+    assert (stats.history_reads, stats.unrecovered) == (1, 1)
+
+
 async def test_the_emitter_appends_to_history_groups(make_layer, settings, redis_url, prefix):
     settings.CHANNEL_LAYERS = {"default": {
         "BACKEND": "broadcast_layer.layer.BroadcastChannelLayer",

@@ -69,6 +69,8 @@ class History:
         self._last: dict[str, tuple[str, int]] = {}  # group -> (epoch, offset) delivered
         self._buffers: dict[str, list[Entry]] = {}  # groups catching up -> live ones held
         self._again: set[str] = set()  # reconnected while catching up: read once more
+        #: Reads of a group's kept messages to fill a gap (reconnects, skipped offsets).
+        self.reads = 0
         #: Catch-ups that could not recover everything (trimmed, or a new epoch).
         self.unrecovered = 0
 
@@ -136,7 +138,9 @@ class History:
     def restored(self, host: Host) -> None:
         """``host``'s pub/sub connection is back and resubscribed: read what was missed.
 
-        Called on the reader task (never blocks): each group of the host catches up.
+        Called on the reader task (never blocks): each group of the host catches up. Not
+        for a cluster's host, whose masters acknowledge each group again on its own
+        (:meth:`resubscribed`): the groups of masters that stayed up missed nothing.
         """
         for group in list(self._last):
             if self._core.host_for(group) is host:
@@ -200,6 +204,7 @@ class History:
         )
         epoch, since = last
         while True:
+            self.reads += 1
             raw = await host.run(self.calls.read(group, policy, since, epoch, MAX_HISTORY_LIMIT))
             if raw.epoch != epoch or raw.first > since + 1:
                 self.unrecovered += 1

@@ -49,6 +49,10 @@ class NodeStats:
     #: Messages that could not be opened: undecodable, forged or replayed.
     rejected: int = 0
     reasserts: int = 0
+    #: Reads of history groups' kept messages to fill gaps (after reconnects, or when a
+    #: live message skipped offsets), and catch-ups that could not recover everything.
+    history_reads: int = 0
+    unrecovered: int = 0
 
 
 class Node:
@@ -79,8 +83,8 @@ class Node:
         return self.delivery.on_message(pubsub_channel, data)
 
     def _on_acknowledged(self, pubsub_channel: bytes) -> None:
-        # A cluster master acknowledged a group again: it reads what it missed now, not
-        # only once every master is back (when _on_connection reads once more).
+        # A cluster master acknowledged a group again: it reads what it missed now. This
+        # is every catch-up of a cluster, whose masters reconnect one by one.
         group = self.core.keys.group_of(pubsub_channel)
         if group is not None:
             self.history.resubscribed(group)
@@ -88,7 +92,8 @@ class Node:
     def _on_connection(self, host: Host, lost: bool) -> None:
         core = self.core
         if not lost:  # resubscribed: history groups read what they missed meanwhile
-            self.history.restored(host)
+            if not core.keys.cluster:  # a cluster's read on each acknowledgement instead
+                self.history.restored(host)
             if host is core.host_for(self.id):  # a credit marker may have been lost too
                 self.credit.resync()
         groups = frozenset(g for g in self.subscriptions.wanted() if core.host_for(g) is host)
@@ -129,6 +134,8 @@ class Node:
             reconnects=self.core.reconnects(),
             rejected=self._rejected.count,
             reasserts=self.registry.records.reasserts,
+            history_reads=self.history.reads,
+            unrecovered=self.history.unrecovered,
         )
 
     async def ping(self) -> None:
