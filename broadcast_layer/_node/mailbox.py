@@ -71,8 +71,8 @@ class Mailbox(LoopBound):
     nothing for it.
     """
 
-    __slots__ = ("_capacity", "_half", "_letters", "_waiters", "dropped", "high", "idle_since",
-                 "limit", "name", "pressure", "receivers", "watch", "watched")  # fmt: skip
+    __slots__ = ("_capacity", "_half", "_letters", "_waiters", "high", "idle_since", "limit",
+                 "name", "pressure", "receivers", "watch", "watched")  # fmt: skip
 
     def __init__(
         self,
@@ -92,7 +92,6 @@ class Mailbox(LoopBound):
         self.watched = False
         self._letters: deque[Letter] = deque()
         self._waiters: deque[asyncio.Future[None]] = deque()
-        self.dropped = 0
         self.receivers = 0
         self.idle_since = time.monotonic()  # never received on counts as idle since made
         self.pressure: Pressure | None = None
@@ -104,7 +103,7 @@ class Mailbox(LoopBound):
         return self._capacity
 
     def put(self, letter: Letter) -> bool:
-        """Queue a letter; False (and counted in ``dropped``) when full."""
+        """Queue a letter; False when full (the caller raises ``ChannelFull`` or counts a drop)."""
         return self._put(letter, self._capacity)
 
     def put_remote(self, letter: Letter) -> bool:
@@ -122,7 +121,6 @@ class Mailbox(LoopBound):
     def _put(self, letter: Letter, limit: int) -> bool:
         letters = self._letters
         if len(letters) >= limit:
-            self.dropped += 1
             return False
         letters.append(letter)
         if self._waiters:
