@@ -14,7 +14,6 @@ import json
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import repeat
 from typing import Any, Literal, TypeVar
 
 from ._aliases import configured, not_ours
@@ -282,7 +281,7 @@ class RegistryCalls:
                     dead.add(node)
                 elif len(reply) > 1:
                     metadata.update(zip(names, reply[1:], strict=True))
-        joined = map(datetime.fromtimestamp, map(float, entries[1::2]), repeat(UTC))
+        joined = (datetime.fromtimestamp(float(us) / 1e6, UTC) for us in entries[1::2])
         members = []
         get = metadata.get
         for channel, node, when in zip(channels, owners, joined, strict=True):

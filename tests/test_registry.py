@@ -335,6 +335,21 @@ async def test_a_disconnect_reaches_even_a_full_mailbox(make_layer):
     assert await within(layer.receive(channel)) == {"type": "broadcast.disconnect"}
 
 
+async def test_a_members_score_is_its_join_time_in_whole_microseconds(layer, redis_client, prefix):
+    """docs/protocol.md's layout: ``members:{G}`` scores a channel by Redis's clock when
+    it joined, as an integer count of microseconds (a listpack parses no such score)."""
+    channel = await layer.new_channel()
+    seconds, micros = redis_client.time()
+    before = seconds * 1_000_000 + micros
+    await layer.group_add("scored", channel)
+    seconds, micros = redis_client.time()
+    score = redis_client.zscore(f"{prefix}:members:{{scored}}", channel)
+    assert score == int(score)
+    assert before <= score <= seconds * 1_000_000 + micros
+    [member] = await layer.registry.members("scored")
+    assert member.joined.timestamp() * 1_000_000 == pytest.approx(score, abs=1)
+
+
 async def test_the_registry_writer_survives_a_failed_batch(layer, redis_client, prefix):
     channel = await layer.new_channel()
     redis_client.set(f"{prefix}:members:{{broken}}", "not a sorted set")  # JOIN will fail
