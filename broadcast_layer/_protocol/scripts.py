@@ -137,9 +137,9 @@ def _registry_script(body: str) -> str:
 # passes, which an integer score spares (a ZADD into a 50-member set: 3.5 us with a
 # fractional score, 1.0 with an integer one). Shared Lua helpers, prepended to each
 # registry script (now() reads Redis's clock once per script run; now_text() and
-# now_us_text() format it once). The
-# writes pass numbers to redis.call as text: Lua turns a number argument into text with
-# sprintf, which cost more than the ZREM of a leave (callgrind).
+# now_us_text() format it once). The writes pass numbers to redis.call as text: Lua
+# turns a number argument into text with sprintf, which cost more than the ZREM of a
+# leave (callgrind).
 _PRELUDE = """
 local clock, clock_text, clock_us, time_reply
 local function now()
