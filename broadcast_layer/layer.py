@@ -122,7 +122,8 @@ class BroadcastChannelLayer(BaseChannelLayer):
         return self.nodes.current().id
 
     def stats(self) -> NodeStats:
-        """A snapshot of the current loop's node: channels, groups, drops, reconnects."""
+        """A snapshot of the current loop's node: channels, groups, drops, reconnects,
+        re-asserts, history catch-ups (docs/operations.md)."""
         return self.nodes.current().stats()
 
     def local_members(self, group: str) -> frozenset[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import re
@@ -77,3 +78,11 @@ def test_docs_import_the_api_from_the_top_level():
             if module.split(".")[0] not in DJANGO_MODULES | {"contrib"}:
                 found.append(f"{path.name}: broadcast_layer.{module}")
     assert found == []
+
+
+def test_the_operations_doc_lists_every_field_of_stats():
+    text = (ROOT / "docs" / "operations.md").read_text()
+    section = text.split("## Counters without Prometheus", 1)[1].split("\n## ", 1)[0]
+    documented = re.findall(r"^\| `(\w+)` \|", section, re.MULTILINE)
+    fields = [field.name for field in dataclasses.fields(broadcast_layer.NodeStats)]
+    assert sorted(documented) == sorted(fields)
