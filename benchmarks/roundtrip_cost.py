@@ -4,9 +4,11 @@ One process and one private redis-server. Sequential round trips, each waiting f
 reply (as a registry pipeline does while its callers wait), measured with
 ``time.process_time()``: a bare ``PING`` on an asyncio stream, the same through
 redis-py, and the registry writer's pipeline (``Host.run_all``) carrying 1 and then 13
-leaves (the churn scenario's pipelines carry 13 on average). The first is what the
-kernel and the event loop charge for sending, sleeping and waking up again; the rest is
-the client's. Prints the median of 5 rounds of 3,000 round trips each, in microseconds
+leaves (the churn scenario's pipelines carry 13 on average); then the same 13 leaves
+sent and read on a bare ``asyncio.Protocol`` with hiredis's reader, which is what a
+client written at the protocol level would cost at best. The first is what the kernel
+and the event loop charge for sending, sleeping and waking up again; the rest is the
+client's. Prints the median of 5 rounds of 3,000 round trips each, in microseconds
 of this process's CPU and of wall time (docs/performance.md, "Leaving, round four").
 """
 
@@ -16,13 +18,39 @@ import asyncio
 import statistics
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
+import hiredis
 from redis import asyncio as aioredis
 
 from broadcast_layer import BroadcastChannelLayer
+from broadcast_layer._protocol import batch
 from broadcast_layer.contrib.embedded import EmbeddedRedis
 
 ROUND_TRIPS, ROUNDS, LEAVES = 3000, 5, 13
+
+
+class _Bare(asyncio.Protocol):
+    """One request at a time on a raw transport, replies parsed by hiredis."""
+
+    def __init__(self) -> None:
+        self.reader = hiredis.Reader()
+        self.transport: Any = None
+        self.waiter: asyncio.Future[Any] | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        reply = self.reader.gets()
+        if reply is not False and self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(reply)
+
+    async def call(self, packed: bytes) -> Any:
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(packed)
+        return await self.waiter
 
 
 async def _cost(trip: Callable[[], Awaitable[object]]) -> tuple[float, float]:
@@ -47,14 +75,28 @@ async def _round(url: str, port: int) -> dict[str, tuple[float, float]]:
     core = layer.nodes.current().core
     leaves = [core.calls.leave(f"g{i}", channel, core.id)[0] for i in range(LEAVES)]
     host = core.registry_host
+    bare: _Bare
+    _, bare = await asyncio.get_running_loop().create_connection(_Bare, "127.0.0.1", port)
+
+    async def bare_pipeline() -> object:
+        sent = batch.merge(leaves, None)  # as Host.run_all merges them, then split alike
+        commands = [("EVALSHA", host._sha(call.script), len(call.keys), *call.keys, *call.args)
+                    for call, _ in sent]  # fmt: skip
+        replies = [await bare.call(b"".join(map(hiredis.pack_command, commands)))]
+        return batch.split(sent, replies, len(leaves))
+
     try:
         return {
             "PING, asyncio stream": await _cost(raw_ping),
             "PING, redis-py": await _cost(client.ping),
             "registry pipeline, 1 leave": await _cost(lambda: host.run_all(leaves[:1])),
             f"registry pipeline, {LEAVES} leaves": await _cost(lambda: host.run_all(leaves)),
+            f"the same {LEAVES} leaves, bare asyncio.Protocol + hiredis": await _cost(
+                bare_pipeline
+            ),
         }
     finally:
+        bare.transport.close()
         writer.close()
         await client.aclose()
         await layer.close()
