@@ -80,8 +80,7 @@ async def _round(url: str, port: int) -> dict[str, tuple[float, float]]:
 
     async def bare_pipeline() -> object:
         sent = batch.merge(leaves, None)  # as Host.run_all merges them, then split alike
-        commands = [("EVALSHA", host._sha(call.script), len(call.keys), *call.keys, *call.args)
-                    for call, _ in sent]  # fmt: skip
+        commands = [host.evalsha_command(call) for call, _ in sent]
         replies = [await bare.call(b"".join(map(hiredis.pack_command, commands)))]
         return batch.split(sent, replies, len(leaves))
 

@@ -131,6 +131,10 @@ class Host:
             sha = self._shas[source] = hashlib.sha1(source.encode()).hexdigest()
         return sha
 
+    def evalsha_command(self, call: Call[Any]) -> tuple[Any, ...]:
+        """The ``EVALSHA`` command that runs ``call``, as its arguments."""
+        return ("EVALSHA", self._sha(call.script), len(call.keys), *call.keys, *call.args)
+
     async def run(self, call: Call[T]) -> T:
         """Run one script call now, retried as retry.py allows (``call.idempotent``)."""
         recorder = _metrics.recorder
@@ -145,7 +149,7 @@ class Host:
         # EVALSHA directly: redis-py's script objects check their arguments for deprecated
         # names on every call, a tenth of a send's CPU. NOSCRIPT means Redis lost its
         # scripts (a restart, SCRIPT FLUSH) and ran nothing: load it and run it again.
-        command = ("EVALSHA", self._sha(call.script), len(call.keys), *call.keys, *call.args)
+        command = self.evalsha_command(call)
         try:
             return await self._command(command)
         except NoScriptError:
@@ -251,8 +255,7 @@ class Host:
         bookkeeping per command (command stack, callbacks, timing records) cost more
         than the calls; hiredis packs the command in C when it is installed.
         """
-        commands = [("EVALSHA", self._sha(call.script), len(call.keys), *call.keys,
-                     *call.args) for call in calls]  # fmt: skip
+        commands = [self.evalsha_command(call) for call in calls]
         pool = self.client.connection_pool
         connection, switches = await self._take()
         try:
@@ -313,7 +316,7 @@ class _RedisPyPipeline:
     """Runs a batch with redis-py's pipeline (the cluster client's routes it per master)."""
 
     client: Any
-    _sha: Callable[[str], str]
+    evalsha_command: Callable[[Call[Any]], tuple[Any, ...]]
 
     async def _command(self, command: tuple[Any, ...]) -> Any:
         return await self.client.execute_command(*command)  # routed by its keys
@@ -324,8 +327,7 @@ class _RedisPyPipeline:
             for call in calls:
                 # execute_command: redis-py's cluster pipeline refuses its evalsha method,
                 # though it routes EVALSHA by its keys like any keyed command.
-                pipe.execute_command("EVALSHA", self._sha(call.script), len(call.keys),
-                                     *call.keys, *call.args)  # fmt: skip
+                pipe.execute_command(*self.evalsha_command(call))
             replies: list[Any] = await pipe.execute(raise_on_error=False)
             return replies
 
