@@ -257,16 +257,23 @@ async def test_gapless_delivery_across_killed_pubsub_connections(make_layer, dep
         assert (tally.lost, tally.duplicated, tally.reordered) == (0, 0, 0), (channel, tally)
 
 
+async def deliver_then_lose_one(chat, redis_client, prefix: str) -> str:
+    """Deliver message 0 of "chat.room" (offset 1), then append message 1 (offset 2)
+    without publishing it, as if its pub/sub message were lost; return the stream's key."""
+    sender, member, channel = chat
+    await sender.group_send("chat.room", {"type": "m", "n": 0})
+    await within(member.receive(channel))
+    stream = f"{prefix}:history:{{chat.room}}"
+    data = sender.encode({"type": "m", "n": 1})
+    assert faults.append_unpublished(redis_client, stream, f"{stream}:meta", data) == 2
+    return stream
+
+
 async def test_a_gap_seen_live_is_filled_from_the_stream(chat, redis_client, prefix):
     """A message that bypassed pub/sub (published straight into the stream) is read back
     when the next live one shows the gap, and delivered before it."""
     sender, member, channel = chat
-    await sender.group_send("chat.room", {"type": "m", "n": 0})
-    await within(member.receive(channel))
-    # Append offset 2 without publishing it, as if the pub/sub message were lost.
-    stream = f"{prefix}:history:{{chat.room}}"
-    data = sender.encode({"type": "m", "n": 1})
-    assert faults.append_unpublished(redis_client, stream, f"{stream}:meta", data) == 2
+    await deliver_then_lose_one(chat, redis_client, prefix)
     await sender.group_send("chat.room", {"type": "m", "n": 2})
     got = [await within(member.receive(channel)) for _ in range(2)]
     assert [(m["n"], m["history"]["offset"]) for m in got] == [(1, 2), (2, 3)]
@@ -277,11 +284,7 @@ async def test_a_gap_the_stream_no_longer_keeps_is_counted_not_hidden(chat, redi
     so (``stats().unrecovered``, and its log) and delivers the live message, whose
     offset shows the jump."""
     sender, member, channel = chat
-    await sender.group_send("chat.room", {"type": "m", "n": 0})
-    await within(member.receive(channel))
-    stream = f"{prefix}:history:{{chat.room}}"
-    data = sender.encode({"type": "m", "n": 1})
-    assert faults.append_unpublished(redis_client, stream, f"{stream}:meta", data) == 2
+    stream = await deliver_then_lose_one(chat, redis_client, prefix)
     redis_client.xtrim(stream, minid="0-3")  # offsets 1 and 2 trimmed, as by size
     await sender.group_send("chat.room", {"type": "m", "n": 2})
     got = await within(member.receive(channel))
