@@ -21,6 +21,8 @@ import redis
 
 from broadcast_layer.contrib.embedded import EmbeddedRedis
 
+from .harness import redis_cpu_seconds
+
 CHANNELS, GROUPS, EACH, CALLERS = 500, 100, 10, 16
 OPS = CHANNELS * EACH
 
@@ -41,20 +43,16 @@ async def _round(layer_name: str, url: str, prefix: str) -> dict[str, tuple[floa
     channels = [await layer.new_channel() for _ in range(CHANNELS)]
     groups_of = [[f"g{(j * EACH + k) % GROUPS}" for k in range(EACH)] for j in range(CHANNELS)]
 
-    def redis_cpu() -> float:
-        cpu = info.info("cpu")
-        return float(cpu["used_cpu_user"] + cpu["used_cpu_sys"])
-
     async def phase(method: Callable[[str, str], Awaitable[None]]) -> tuple[float, ...]:
         async def caller(start: int) -> None:
             for idx in range(start, CHANNELS, CALLERS):
                 for group in groups_of[idx]:
                     await method(group, channels[idx])
 
-        redis0, cpu0, wall0 = redis_cpu(), time.process_time(), time.perf_counter()
+        redis0, cpu0, wall0 = redis_cpu_seconds(info), time.process_time(), time.perf_counter()
         await asyncio.gather(*(caller(i) for i in range(CALLERS)))
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-        return tuple(x / OPS * 1e6 for x in (cpu, redis_cpu() - redis0, wall))
+        return tuple(x / OPS * 1e6 for x in (cpu, redis_cpu_seconds(info) - redis0, wall))
 
     await phase(layer.group_add)  # warm: connections, scripts
     await phase(layer.group_discard)

@@ -36,6 +36,8 @@ import redis
 from broadcast_layer import BroadcastChannelLayer
 from broadcast_layer.contrib.embedded import EmbeddedRedis
 
+from .harness import redis_cpu_seconds
+
 
 @dataclass(frozen=True)
 class Server:
@@ -47,10 +49,9 @@ class Server:
     def cpu(self) -> float:
         client = redis.Redis(port=self.port, socket_timeout=10)
         try:
-            info = client.info("cpu")
+            return redis_cpu_seconds(client)
         finally:
             client.close()
-        return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
 @dataclass(frozen=True)

@@ -115,6 +115,12 @@ class WorkerPool:
         return self.endpoints[2]
 
 
+def redis_cpu_seconds(client: redis.Redis) -> float:
+    """CPU seconds the Redis server has used so far (``INFO cpu``: user + system)."""
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 class RedisStats:
     """INFO snapshots of the Redis under test, and their differences."""
 

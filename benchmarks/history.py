@@ -26,13 +26,14 @@ import redis
 from broadcast_layer.contrib.embedded import EmbeddedRedis
 from broadcast_layer.layer import BroadcastChannelLayer
 
+from .harness import redis_cpu_seconds
+
 BATCH = 500
 
 
 def _stats(client: redis.Redis) -> dict[str, float]:
     commands = client.info("commandstats")
-    cpu = client.info("cpu")
-    out = {"cpu": float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])}
+    out = {"cpu": redis_cpu_seconds(client)}
     for name in ("evalsha", "publish", "xadd"):
         row = commands.get(f"cmdstat_{name}", {"calls": 0, "usec": 0})
         out[f"{name}_calls"] = float(row["calls"])

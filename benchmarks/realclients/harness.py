@@ -25,6 +25,7 @@ import psutil
 import redis
 from websockets.asyncio.client import connect
 
+from ..harness import redis_cpu_seconds
 from .client import client_main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -205,8 +206,7 @@ class RedisCpu:
         self.client = redis.Redis.from_url(url)
 
     def seconds(self) -> float:
-        info = self.client.info("cpu")
-        return float(info["used_cpu_user"] + info["used_cpu_sys"])
+        return redis_cpu_seconds(self.client)
 
     def flush(self) -> None:
         self.client.flushall()
