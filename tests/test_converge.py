@@ -192,6 +192,23 @@ async def test_a_new_node_never_reasserts_but_does_after_flushall(make, own_redi
     await converged(make(), layers, channels, {})
 
 
+async def test_a_heartbeat_tick_waits_for_the_birth_it_could_overtake(make):
+    """The birth goes through the ordered writer and a tick's heartbeat does not: a tick
+    that runs while the birth is still on its way skips the heartbeat instead of reaching
+    Redis first, finding no generation and re-asserting a node that lost nothing."""
+    layer = make()
+    node = layer.nodes.current()
+    born = node.core.register()  # submitted: the writer sends it on its next turn
+    assert born is not None
+    assert not born.done()
+    await node.upkeep._tick(time.monotonic())  # the tick's heartbeat would go out first
+    await born
+    assert layer.stats().reasserts == 0
+    await node.upkeep._tick(time.monotonic())  # born: the next tick beats, and finds it
+    assert layer.stats().reasserts == 0
+    assert [n.id for n in await layer.registry.nodes()] == [layer.node_id]
+
+
 async def test_after_flushall_every_record_comes_back_within_a_heartbeat(make, own_redis):
     layers, channels, metadata = await populate(make)
     observer = make()

@@ -60,6 +60,7 @@ class NodeCore:
         self.started = time.time()
         #: This node may have records in the registry (it listened, joined or re-asserted).
         self.registered = False
+        self._birth: asyncio.Future[int] | None = None
         self.listening = False
         self.closed = False
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -124,7 +125,16 @@ class NodeCore:
             return None
         self.registered = True
         birth = self.calls.heartbeat(self.id, self.started, 0, birth=True)
-        return self.registry_host.writer.submit(birth)
+        self._birth = self.registry_host.writer.submit(birth)
+        return self._birth
+
+    @property
+    def beating(self) -> bool:
+        """Whether the heartbeat loop refreshes this node's record: it has records, and
+        its birth is not still on its way. A heartbeat goes out on its own, so one sent
+        before the birth could reach Redis first, find no generation and make the node
+        re-assert for nothing; a birth that failed leaves the record to the heartbeat."""
+        return self.registered and (self._birth is None or self._birth.done())
 
     async def listen(self) -> None:
         """Subscribe to this node's channel and publish its record (once)."""

@@ -67,7 +67,7 @@ class Upkeep:
         emptied = self._groups.expire(now)
         if emptied:
             await self._groups.unsubscribe(emptied)
-        if core.registered:
+        if core.beating:
             beat = core.calls.heartbeat(core.id, core.started, len(self._channels.mailboxes))
             [result] = await registry.host.run_all([beat])
             if isinstance(result, Exception):
