@@ -36,7 +36,7 @@ class Plan:
     room_size: int = 4
     rooms_count: int = 3000
     p2p_channels: int = 50
-    p2p_count: int = 3000
+    p2p_count: int = 12000
     p2p_capacity: int = 100
     churn_channels: int = 500
     churn_groups_each: int = 10
