@@ -1,0 +1,226 @@
+"""Who pays for a point-to-point send, and for whose wake-ups: ``python -m benchmarks.p2p_cost``.
+
+The point-to-point scenario without the benchmark's harness: one private redis-server,
+two node processes with 50 receiving channels each, and a sender process that sends
+one message at a time, round-robin over the 100 channels, as the scenario's sender
+does. broadcast_layer and channels_redis pubsub take turns (``--rounds`` each). Per
+send, it prints the sender's rate, the CPU of Redis (``INFO cpu``), of the sender and of
+the two nodes, and how often the sender and the nodes went to sleep (voluntary context
+switches): each sleep is a wake-up that the Redis write reaching that process pays for
+in the kernel. With ``--perf`` (Linux ``perf``; not a dependency) it also records
+Redis during one more round of each layer and prints the share of Redis's samples in
+``sock_def_readable``, the kernel's waking of a socket's reader
+(docs/performance.md, "Point-to-point, round three").
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import multiprocessing
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from broadcast_layer.contrib.embedded import EmbeddedRedis
+
+from .harness import redis_cpu_seconds
+
+CHANNELS_PER_NODE, WARM = 50, 300
+LAYERS = ("broadcast_layer", "pubsub")
+
+
+def _make(layer: str, url: str) -> Any:
+    if layer == "pubsub":
+        from channels_redis.pubsub import RedisPubSubChannelLayer
+
+        return RedisPubSubChannelLayer(hosts=[url], prefix="p2pcost")
+    from broadcast_layer import BroadcastChannelLayer
+
+    return BroadcastChannelLayer(hosts=[url], prefix="p2pcost")
+
+
+def _usage() -> tuple[float, int]:
+    """This process's CPU seconds and voluntary context switches so far."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime, usage.ru_nvcsw
+
+
+def _node(layer_name: str, url: str, pipe: Connection) -> None:
+    async def main() -> None:
+        layer = _make(layer_name, url)
+        channels = [await layer.new_channel() for _ in range(CHANNELS_PER_NODE)]
+        received = 0
+
+        async def drain(channel: str) -> None:
+            nonlocal received
+            while True:
+                await layer.receive(channel)
+                received += 1
+
+        tasks = [asyncio.create_task(drain(channel)) for channel in channels]
+        assert len(tasks) == len(channels)  # kept: the loop holds tasks weakly
+        pipe.send(channels)
+        loop = asyncio.get_running_loop()
+        while True:
+            command = await loop.run_in_executor(None, pipe.recv)
+            if command == "stop":
+                os._exit(0)  # no clean-up: pubsub's receivers would unsubscribe one by one
+            pipe.send((received, *_usage()))  # "mark"
+
+    asyncio.run(main())
+
+
+def _sender(layer_name: str, url: str, channels: list[str], sends: int, pipe: Connection) -> None:
+    async def main() -> None:
+        layer = _make(layer_name, url)
+        for i in range(WARM):
+            await layer.send(channels[i % len(channels)], {"type": "warm", "i": i})
+        pipe.send("warm")
+        pipe.recv()
+        cpu0, sleeps0 = _usage()
+        started = time.perf_counter()
+        for i in range(sends):
+            await layer.send(channels[i % len(channels)], {"type": "p2p", "i": i, "pad": "x" * 50})
+        wall = time.perf_counter() - started
+        cpu, sleeps = _usage()
+        pipe.send((wall, cpu - cpu0, sleeps - sleeps0))
+
+    asyncio.run(main())
+
+
+def _round(
+    layer: str, url: str, sends: int, while_sending: Callable[[], _Perf] | None = None
+) -> tuple[dict[str, float], _Perf | None]:
+    """One round of one layer: per-send figures (µs of CPU, sleeps), and the probe
+    ``while_sending`` started before the sends and finished after them."""
+    ctx = multiprocessing.get_context("spawn")
+    info = redis.Redis.from_url(url)
+    pipes, processes = [], []
+    for _ in range(2):
+        ours, theirs = ctx.Pipe()
+        process = ctx.Process(target=_node, args=(layer, url, theirs), daemon=True)
+        process.start()
+        pipes.append(ours)
+        processes.append(process)
+    channels = [c for pair in zip(*(p.recv() for p in pipes), strict=True) for c in pair]
+    ours, theirs = ctx.Pipe()
+    sender = ctx.Process(target=_sender, args=(layer, url, channels, sends, theirs), daemon=True)
+    sender.start()
+    ours.recv()  # warmed up
+    time.sleep(0.2)  # the warm-up's deliveries
+    for pipe in pipes:
+        pipe.send("mark")
+    before = [pipe.recv() for pipe in pipes]
+    redis0 = redis_cpu_seconds(info)
+    probe = while_sending() if while_sending else None
+    ours.send("go")
+    wall, sender_cpu, sender_sleeps = ours.recv()
+    time.sleep(0.2)  # the last deliveries
+    if probe is not None:
+        probe.finish()
+    redis_cpu = redis_cpu_seconds(info) - redis0
+    for pipe in pipes:
+        pipe.send("mark")
+    after = [pipe.recv() for pipe in pipes]
+    for pipe in pipes:
+        pipe.send("stop")
+    for process in (*processes, sender):
+        process.join(5)
+        if process.is_alive():
+            process.kill()
+    received = sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
+    node_cpu = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
+    node_sleeps = sum(a[2] - b[2] for a, b in zip(after, before, strict=True))
+    return {
+        "sends/s": sends / wall,
+        "lost": sends - received,
+        "Redis µs": redis_cpu / sends * 1e6,
+        "sender µs": sender_cpu / sends * 1e6,
+        "nodes µs": node_cpu / sends * 1e6,
+        "sender sleeps": sender_sleeps / sends,
+        "nodes sleeps": node_sleeps / sends,
+    }, probe
+
+
+class _Perf:
+    """``perf record`` of Redis while a round sends; the share in waking readers."""
+
+    def __init__(self, pid: int, folder: Path) -> None:
+        self.path = folder / "perf.data"
+        self.process = subprocess.Popen(
+            ["perf", "record", "-q", "-g", "-F", "2000", "-o", str(self.path), "-p", str(pid)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(0.5)  # perf attaches
+
+    def finish(self) -> None:
+        self.process.send_signal(2)  # SIGINT: perf writes its file and exits
+        self.process.wait(30)
+
+    def wakeup_share(self) -> float:
+        """Percent of samples in ``sock_def_readable`` and below (waking the reader)."""
+        report = subprocess.run(
+            ["perf", "report", "-i", str(self.path), "--children", "--sort", "sym", "--stdio"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        for line in report.splitlines():
+            match = re.match(r"\s*([\d.]+)%\s+[\d.]+%\s+\[k\] sock_def_readable\s*$", line)
+            if match:
+                return float(match.group(1))
+        return 0.0
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sends", type=int, default=12_000, help="sends per round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of each layer")
+    parser.add_argument("--perf", action="store_true", help="profile Redis's wake-ups")
+    args = parser.parse_args(argv)
+    if args.perf and shutil.which("perf") is None:
+        print("--perf needs Linux perf (apt-get install linux-perf)", file=sys.stderr)
+        return 2
+    rows: dict[str, list[dict[str, float]]] = {layer: [] for layer in LAYERS}
+    with EmbeddedRedis() as server:
+        for _ in range(args.rounds):
+            for layer in LAYERS:
+                rows[layer].append(_round(layer, server.url, args.sends)[0])
+        shares = {}
+        if args.perf:
+            pid = int(redis.Redis.from_url(server.url).info("server")["process_id"])
+            for layer in LAYERS:
+                with tempfile.TemporaryDirectory() as folder:
+                    perf = functools.partial(_Perf, pid, Path(folder))
+                    _, probe = _round(layer, server.url, args.sends, perf)
+                    shares[layer] = probe.wakeup_share()
+    keys = list(rows[LAYERS[0]][0])
+    print(f"{args.sends} sends a round, medians of {args.rounds} rounds, per send:")
+    print(f"{'':18}" + "".join(f"{key:>15}" for key in keys))
+    for layer in LAYERS:
+        medians = [statistics.median(row[key] for row in rows[layer]) for key in keys]
+        print(f"{layer:18}" + "".join(f"{value:15.2f}" for value in medians))
+    ratio = [row["sends/s"] for row in rows[LAYERS[0]]]
+    base = [row["sends/s"] for row in rows[LAYERS[1]]]
+    print("broadcast_layer ÷ pubsub, per round:",
+          ", ".join(f"{a / b:.2f}" for a, b in zip(ratio, base, strict=True)))  # fmt: skip
+    for layer, share in shares.items():
+        print(f"{layer}: {share:.1f}% of Redis's samples wake a socket's reader")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
