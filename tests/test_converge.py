@@ -192,19 +192,33 @@ async def test_a_new_node_never_reasserts_but_does_after_flushall(make, own_redi
     await converged(make(), layers, channels, {})
 
 
-async def test_a_heartbeat_tick_waits_for_the_birth_it_could_overtake(make):
+async def test_a_heartbeat_tick_waits_for_the_birth_it_could_overtake(make, own_redis, monkeypatch):
     """The birth goes through the ordered writer and a tick's heartbeat does not: a tick
     that runs while the birth is still on its way skips the heartbeat instead of reaching
     Redis first, finding no generation and re-asserting a node that lost nothing."""
     layer = make()
     node = layer.nodes.current()
-    born = node.core.register()  # submitted: the writer sends it on its next turn
+    writer = node.core.registry_host.writer
+    release = asyncio.Event()
+    send = writer._run_all
+
+    async def held(calls: list[Any]) -> list[Any]:  # Redis is real; only the turn waits
+        await release.wait()
+        return await send(calls)
+
+    monkeypatch.setattr(writer, "_run_all", held)
+    born = node.core.register()
     assert born is not None
-    assert not born.done()
-    await node.upkeep._tick(time.monotonic())  # the tick's heartbeat would go out first
-    await born
-    assert layer.stats().reasserts == 0
-    await node.upkeep._tick(time.monotonic())  # born: the next tick beats, and finds it
+    await node.upkeep._tick(time.monotonic())
+    client = redis.Redis.from_url(own_redis.url)
+    try:
+        assert not client.exists(f"conv:node:{{{layer.node_id}}}")  # no heartbeat went out
+        release.set()
+        await born
+        assert client.hget(f"conv:node:{{{layer.node_id}}}", "gen") is not None
+    finally:
+        client.close()
+    await node.upkeep._tick(time.monotonic())  # born: this tick beats, and finds it
     assert layer.stats().reasserts == 0
     assert [n.id for n in await layer.registry.nodes()] == [layer.node_id]
 

@@ -133,7 +133,9 @@ class NodeCore:
         """Whether the heartbeat loop refreshes this node's record: it has records, and
         its birth is not still on its way. A heartbeat goes out on its own, so one sent
         before the birth could reach Redis first, find no generation and make the node
-        re-assert for nothing; a birth that failed leaves the record to the heartbeat."""
+        re-assert for nothing. A birth that failed (Redis did not confirm it within
+        ``subscribe_timeout``; the writer still sends it in its turn) leaves the record
+        to the heartbeat, which may then overtake it: one re-assert, which repairs all."""
         return self.registered and (self._birth is None or self._birth.done())
 
     async def listen(self) -> None:
