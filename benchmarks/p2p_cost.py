@@ -110,39 +110,45 @@ def _round(
     ``while_sending`` started before the sends and finished after them."""
     ctx = multiprocessing.get_context("spawn")
     info = redis.Redis.from_url(url)
-    pipes, processes = [], []
-    for _ in range(2):
+    pipes: list[Connection] = []
+    processes: list[Any] = []
+    probe: _Perf | None = None
+
+    def start(target: Callable[..., None], *args: Any) -> Connection:
         ours, theirs = ctx.Pipe()
-        process = ctx.Process(target=_node, args=(layer, url, theirs), daemon=True)
+        process = ctx.Process(target=target, args=(*args, theirs), daemon=True)
         process.start()
-        pipes.append(ours)
+        theirs.close()  # ours alone: a child that dies ends recv() with EOFError
         processes.append(process)
-    channels = [c for pair in zip(*(p.recv() for p in pipes), strict=True) for c in pair]
-    ours, theirs = ctx.Pipe()
-    sender = ctx.Process(target=_sender, args=(layer, url, channels, sends, theirs), daemon=True)
-    sender.start()
-    ours.recv()  # warmed up
-    time.sleep(0.2)  # the warm-up's deliveries
-    for pipe in pipes:
-        pipe.send("mark")
-    before = [pipe.recv() for pipe in pipes]
-    redis0 = redis_cpu_seconds(info)
-    probe = while_sending() if while_sending else None
-    ours.send("go")
-    wall, sender_cpu, sender_sleeps = ours.recv()
-    time.sleep(0.2)  # the last deliveries
-    if probe is not None:
-        probe.finish()
-    redis_cpu = redis_cpu_seconds(info) - redis0
-    for pipe in pipes:
-        pipe.send("mark")
-    after = [pipe.recv() for pipe in pipes]
-    for pipe in pipes:
-        pipe.send("stop")
-    for process in (*processes, sender):
-        process.join(5)
-        if process.is_alive():
-            process.kill()
+        return ours
+
+    try:
+        pipes = [start(_node, layer, url) for _ in range(2)]
+        channels = [c for pair in zip(*(p.recv() for p in pipes), strict=True) for c in pair]
+        sender = start(_sender, layer, url, channels, sends)
+        sender.recv()  # warmed up
+        time.sleep(0.2)  # the warm-up's deliveries
+        for pipe in pipes:
+            pipe.send("mark")
+        before = [pipe.recv() for pipe in pipes]
+        redis0 = redis_cpu_seconds(info)
+        probe = while_sending() if while_sending else None
+        sender.send("go")
+        wall, sender_cpu, sender_sleeps = sender.recv()
+        time.sleep(0.2)  # the last deliveries
+        redis_cpu = redis_cpu_seconds(info) - redis0
+        for pipe in pipes:
+            pipe.send("mark")
+        after = [pipe.recv() for pipe in pipes]
+        for pipe in pipes:
+            pipe.send("stop")
+    finally:
+        if probe is not None:
+            probe.finish()
+        for process in processes:
+            process.join(5)
+            if process.is_alive():
+                process.kill()
     received = sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
     node_cpu = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
     node_sleeps = sum(a[2] - b[2] for a, b in zip(after, before, strict=True))
@@ -167,13 +173,18 @@ class _Perf:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         time.sleep(0.5)  # perf attaches
+        if self.process.poll() is not None:
+            raise RuntimeError(f"perf record exited ({self.process.returncode}): not allowed "
+                               "to profile Redis? (kernel.perf_event_paranoid)")  # fmt: skip
 
     def finish(self) -> None:
-        self.process.send_signal(2)  # SIGINT: perf writes its file and exits
-        self.process.wait(30)
+        if self.process.poll() is None:
+            self.process.send_signal(2)  # SIGINT: perf writes its file and exits
+            self.process.wait(30)
 
-    def wakeup_share(self) -> float:
-        """Percent of samples in ``sock_def_readable`` and below (waking the reader)."""
+    def wakeup_share(self) -> float | None:
+        """Percent of samples in ``sock_def_readable`` and below (waking the reader);
+        None when the report has no such symbol (kernel symbols hidden, or no samples)."""
         report = subprocess.run(
             ["perf", "report", "-i", str(self.path), "--children", "--sort", "sym", "--stdio"],
             capture_output=True, text=True, check=True,
@@ -182,7 +193,7 @@ class _Perf:
             match = re.match(r"\s*([\d.]+)%\s+[\d.]+%\s+\[k\] sock_def_readable\s*$", line)
             if match:
                 return float(match.group(1))
-        return 0.0
+        return None
 
 
 def main(argv: list[str]) -> int:
@@ -199,7 +210,7 @@ def main(argv: list[str]) -> int:
         for _ in range(args.rounds):
             for layer in LAYERS:
                 rows[layer].append(_round(layer, server.url, args.sends)[0])
-        shares = {}
+        shares: dict[str, float | None] = {}
         if args.perf:
             pid = int(redis.Redis.from_url(server.url).info("server")["process_id"])
             for layer in LAYERS:
@@ -213,12 +224,12 @@ def main(argv: list[str]) -> int:
     for layer in LAYERS:
         medians = [statistics.median(row[key] for row in rows[layer]) for key in keys]
         print(f"{layer:18}" + "".join(f"{value:15.2f}" for value in medians))
-    ratio = [row["sends/s"] for row in rows[LAYERS[0]]]
-    base = [row["sends/s"] for row in rows[LAYERS[1]]]
-    print("broadcast_layer ÷ pubsub, per round:",
-          ", ".join(f"{a / b:.2f}" for a, b in zip(ratio, base, strict=True)))  # fmt: skip
+    ratios = [a["sends/s"] / b["sends/s"] for a, b in zip(*rows.values(), strict=True)]
+    print(f"broadcast_layer ÷ pubsub: {statistics.median(ratios):.2f} (median of the rounds'"
+          f" ratios; per round: {', '.join(f'{r:.2f}' for r in ratios)})")  # fmt: skip
     for layer, share in shares.items():
-        print(f"{layer}: {share:.1f}% of Redis's samples wake a socket's reader")
+        found = "not found in the report" if share is None else f"{share:.1f}%"
+        print(f"{layer}: Redis's samples waking a socket's reader: {found}")
     return 0
 
 
