@@ -21,6 +21,7 @@ import functools
 import multiprocessing
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -37,32 +38,22 @@ import redis
 from broadcast_layer.contrib.embedded import EmbeddedRedis
 
 from .harness import redis_cpu_seconds
+from .layers import LABELS, make_layer
 
 CHANNELS_PER_NODE, WARM = 50, 300
-LAYERS = ("broadcast_layer", "pubsub")
-
-
-def _make(layer: str, url: str) -> Any:
-    if layer == "pubsub":
-        from channels_redis.pubsub import RedisPubSubChannelLayer
-
-        return RedisPubSubChannelLayer(hosts=[url], prefix="p2pcost")
-    from broadcast_layer import BroadcastChannelLayer
-
-    return BroadcastChannelLayer(hosts=[url], prefix="p2pcost")
+LAYERS = ("broadcast", "pubsub")  # kinds of layers.make_layer
+PREFIX, CAPACITY = "p2pcost", 100  # the layers' default capacity
 
 
 def _usage() -> tuple[float, int]:
     """This process's CPU seconds and voluntary context switches so far."""
-    import resource
-
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime, usage.ru_nvcsw
 
 
 def _node(layer_name: str, url: str, pipe: Connection) -> None:
     async def main() -> None:
-        layer = _make(layer_name, url)
+        layer = make_layer(layer_name, url, PREFIX, CAPACITY)
         channels = [await layer.new_channel() for _ in range(CHANNELS_PER_NODE)]
         received = 0
 
@@ -87,7 +78,7 @@ def _node(layer_name: str, url: str, pipe: Connection) -> None:
 
 def _sender(layer_name: str, url: str, channels: list[str], sends: int, pipe: Connection) -> None:
     async def main() -> None:
-        layer = _make(layer_name, url)
+        layer = make_layer(layer_name, url, PREFIX, CAPACITY)
         for i in range(WARM):
             await layer.send(channels[i % len(channels)], {"type": "warm", "i": i})
         pipe.send("warm")
@@ -220,16 +211,16 @@ def main(argv: list[str]) -> int:
                     shares[layer] = probe.wakeup_share()
     keys = list(rows[LAYERS[0]][0])
     print(f"{args.sends} sends a round, medians of {args.rounds} rounds, per send:")
-    print(f"{'':18}" + "".join(f"{key:>15}" for key in keys))
+    print(f"{'':22}" + "".join(f"{key:>15}" for key in keys))
     for layer in LAYERS:
         medians = [statistics.median(row[key] for row in rows[layer]) for key in keys]
-        print(f"{layer:18}" + "".join(f"{value:15.2f}" for value in medians))
+        print(f"{LABELS[layer]:22}" + "".join(f"{value:15.2f}" for value in medians))
     ratios = [a["sends/s"] / b["sends/s"] for a, b in zip(*rows.values(), strict=True)]
     print(f"broadcast_layer ÷ pubsub: {statistics.median(ratios):.2f} (median of the rounds'"
           f" ratios; per round: {', '.join(f'{r:.2f}' for r in ratios)})")  # fmt: skip
     for layer, share in shares.items():
         found = "not found in the report" if share is None else f"{share:.1f}%"
-        print(f"{layer}: Redis's samples waking a socket's reader: {found}")
+        print(f"{LABELS[layer]}: Redis's samples waking a socket's reader: {found}")
     return 0
 
 
